@@ -1,0 +1,5 @@
+import sys
+
+from headrot.cli import main
+
+sys.exit(main())

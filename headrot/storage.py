@@ -1,0 +1,158 @@
+"""Where a run's files live: a local folder or an s3:// prefix, behind one small API.
+
+Everything that touches the run root goes through here, so that
+- paths can never leave the root (ids from input files are untrusted: `safe_name`),
+- the same code reads and writes local folders and object storage (fsspec/s3fs),
+- credentials come only from the environment or the instance role: nothing here
+  accepts, logs or stores a key.
+
+For S3-compatible servers set AWS_ENDPOINT_URL (botocore reads it; so does s3fs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow.fs as pafs
+
+SUCCESS = "_SUCCESS"
+
+# One path component: letters, digits, dot, dash, underscore; no leading dot
+# (which also rules out '.' and '..').
+_SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+
+
+# ---------------------------------------------------------------------------
+# URIs and filesystems
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fsspec filesystem, path inside it) for a local path or URI such as s3://bucket/prefix."""
+    if uri.startswith("s3://") or uri.startswith("s3a://"):
+        fs = fsspec.filesystem("s3", **_s3_options())
+        return fs, fs._strip_protocol(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The same storage as a pyarrow filesystem (what Ray Data and pyarrow.parquet take)."""
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def _s3_options() -> dict[str, Any]:
+    # Credentials: never passed here. botocore finds them in the environment,
+    # the shared config files or the instance / pod role, in its usual order.
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    # Each call re-reads the environment: a cached instance would outlive a
+    # change of endpoint (tests) or of role credentials.
+    options["skip_instance_cache"] = True
+    return options
+
+
+# ---------------------------------------------------------------------------
+# Paths inside a run root
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Refuse a path component that could escape its folder or surprise a filesystem."""
+    if not isinstance(name, str) or not _SAFE.match(name):
+        raise ValueError(
+            f"unsafe {what} {name!r}: only letters, digits, '.', '_' and '-' are allowed "
+            "(no slashes, no leading dot)"
+        )
+    return name
+
+
+def join(root: str, *parts: str) -> str:
+    """root/part/part... where every part is a checked component (see safe_name)."""
+    for part in parts:
+        for piece in part.split("/"):
+            safe_name(piece, "path component")
+    return "/".join([root.rstrip("/"), *parts])
+
+
+# ---------------------------------------------------------------------------
+# Whole-object reads and writes
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one object whole. Local files go through a temporary name and a rename,
+    so a reader never sees half a file; an S3 PUT is atomic by itself."""
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    if not is_remote(uri):
+        fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        with fs.open(path, "wb") as f:
+            f.write(data)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Full URIs of the files directly under `uri` ending in `suffix`, sorted; [] if absent."""
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    prefix = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
+    out = []
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") == "file" and name.endswith(suffix) and not name.startswith((".", "_")):
+            out.append(prefix + entry["name"])
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------
+# Stage completion markers
+
+
+def mark_complete(stage_uri: str, summary: dict[str, Any]) -> None:
+    """Write <stage>/_SUCCESS last: a stage folder with it is complete."""
+    write_json(join(stage_uri, SUCCESS), summary)
+
+
+def completion(stage_uri: str) -> dict[str, Any] | None:
+    """The summary a complete stage recorded, or None when the stage is not complete."""
+    uri = join(stage_uri, SUCCESS)
+    if not exists(uri):
+        return None
+    return read_json(uri)
