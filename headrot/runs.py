@@ -1,0 +1,119 @@
+"""A run root's bookkeeping: run.json, input fingerprints and stage claims.
+
+run.json records, per stage, the resolved config, the library versions and a
+fingerprint of the stage's inputs (data files, checkpoints, upstream stages,
+config). A stage refuses to write into a root whose earlier outputs came from
+other inputs: mixing them would silently produce a dataset no one asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import time
+from typing import Any, Iterable
+
+from headrot import storage
+
+RUN_JSON = "run.json"
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_uris(uris: Iterable[str]) -> str:
+    """sha256 over the named objects' contents (missing ones hash as absent)."""
+    h = hashlib.sha256()
+    for uri in uris:
+        h.update(redact_uri(uri).rsplit("/", 1)[-1].encode() + b"\0")
+        if storage.exists(uri):
+            h.update(hashlib.sha256(storage.read_bytes(uri)).digest())
+        else:
+            h.update(b"<absent>")
+    return h.hexdigest()
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """One stable digest of a stage's inputs (strings, numbers, nested dicts)."""
+    return hash_bytes(json.dumps(parts, sort_keys=True, default=str).encode())[:16]
+
+
+# ---------------------------------------------------------------------------
+# Redaction: nothing secret ever reaches run.json, logs or reports
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """Drop any user:password@ part of a URI (credentials never belong in a URI we record)."""
+    return _USERINFO.sub(r"\1", uri)
+
+
+# ---------------------------------------------------------------------------
+# run.json
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import pyarrow
+    import ray
+    import torch
+
+    import headrot
+
+    return {
+        "headrot": headrot.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def read_run_json(root: str) -> dict[str, Any]:
+    uri = storage.join(root, RUN_JSON)
+    return storage.read_json(uri) if storage.exists(uri) else {"stages": {}}
+
+
+def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any]) -> bool:
+    """Record that `stage` in `root` is made from inputs with fingerprint `digest`.
+
+    Returns True when the stage was already recorded with the same fingerprint
+    (a rerun or a resume), False when it is new. Raises ValueError when the
+    root already holds this stage made from different inputs.
+    """
+    run = read_run_json(root)
+    stages = run.setdefault("stages", {})
+    previous = stages.get(stage)
+    if previous is not None and previous.get("fingerprint") != digest:
+        raise ValueError(
+            f"{redact_uri(root)} already holds a '{stage}' stage made from other inputs "
+            f"(fingerprint {previous.get('fingerprint')}, now {digest}: the data, a model or the "
+            f"config changed). Use a new --out root, or delete {redact_uri(root)}/{stage} "
+            "and the stages after it to redo them."
+        )
+    stages[stage] = {
+        "fingerprint": digest,
+        "config": _redact(config),
+        "versions": versions(),
+        "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    storage.write_json(storage.join(root, RUN_JSON), run)
+    return previous is not None
+
+
+def _redact(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return redact_uri(obj)
+    if isinstance(obj, dict):
+        return {k: _redact(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_redact(v) for v in obj]
+    return obj

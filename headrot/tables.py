@@ -1,0 +1,50 @@
+"""Parquet in and out of the run root: whole files, written atomically.
+
+A stage's output file appears complete or not at all (local: temporary name +
+rename; S3: a single PUT of the finished bytes), so a file that exists is never
+a partial write and a resumed stage can trust it.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from headrot import storage
+
+
+def write_parquet(uri: str, table: pa.Table, compression: str = "zstd") -> int:
+    """Write `table` to `uri` whole; returns the bytes written."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression)
+    data = buf.getvalue()
+    storage.write_bytes(uri, data)
+    return len(data)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = storage.arrow_filesystem(uri)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
+def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """All data files of a stage folder as one table (for small tables: labels, summaries)."""
+    files = storage.list_files(uri, ".parquet")
+    if not files:
+        raise ValueError(f"{uri}: no Parquet files found")
+    return pa.concat_tables([read_parquet(f, columns) for f in files], promote_options="default")
+
+
+def tensor_column(array: np.ndarray) -> pa.ExtensionArray:
+    """[N, *shape] ndarray -> Arrow fixed-shape tensor column (one tensor per row)."""
+    array = np.ascontiguousarray(array)
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
+
+
+def tensor_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Fixed-shape tensor column -> [N, *shape] ndarray."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.to_numpy_ndarray()
