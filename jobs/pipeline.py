@@ -1,0 +1,24 @@
+"""The whole job: synth (if no data), train (if no checkpoints), embed, fit, render, evaluate.
+
+Submit it to a running cluster from the repository root (see docs/cluster.md):
+
+    ray job submit --address http://<head>:8265 --runtime-env jobs/runtime_env.yaml \\
+        -- python jobs/pipeline.py --config <config.yaml> --out s3://<bucket>/runs/celeba
+
+Flags: `python jobs/pipeline.py --help` (the same as `headrot run --help`).
+"""
+import sys
+from pathlib import Path
+
+# `ray job submit --working-dir .` unpacks the repository as the job's cwd, but
+# `python jobs/pipeline.py` puts only jobs/ on sys.path and the cluster image does
+# not have headrot installed: put the repository root first, so that this file
+# always runs the headrot that came with it (also over an older installed copy).
+_ROOT = Path(__file__).resolve().parent.parent
+if (_ROOT / "headrot" / "__init__.py").is_file():
+    sys.path.insert(0, str(_ROOT))
+
+from headrot.cli import main  # noqa: E402  (after the sys.path line above)
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))

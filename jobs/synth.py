@@ -1,0 +1,24 @@
+"""Write a synthetic CelebA-layout dataset (with ground truth) for demos and tests.
+
+Submit it to a running cluster from the repository root (see docs/cluster.md):
+
+    ray job submit --address http://<head>:8265 --runtime-env jobs/runtime_env.yaml \\
+        -- python jobs/synth.py --out s3://<bucket>/celeba-synth --n 2000
+
+Flags: `python jobs/synth.py --help` (the same as `headrot synth --help`).
+"""
+import sys
+from pathlib import Path
+
+# `ray job submit --working-dir .` unpacks the repository as the job's cwd, but
+# `python jobs/synth.py` puts only jobs/ on sys.path and the cluster image does
+# not have headrot installed: put the repository root first, so that this file
+# always runs the headrot that came with it (also over an older installed copy).
+_ROOT = Path(__file__).resolve().parent.parent
+if (_ROOT / "headrot" / "__init__.py").is_file():
+    sys.path.insert(0, str(_ROOT))
+
+from headrot.cli import main  # noqa: E402  (after the sys.path line above)
+
+if __name__ == "__main__":
+    sys.exit(main(["synth", *sys.argv[1:]]))
