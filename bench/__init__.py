@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name> --help`. Each prints and returns a JSON dict."""
