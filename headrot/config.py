@@ -37,6 +37,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; "
             f"known keys are {sorted(fields)}"
         )
+    missing = sorted(
+        name for name, f in fields.items()
+        if name not in data
+        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"{where}: missing required key(s) {missing} for {cls.__name__}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")

@@ -58,9 +58,9 @@ def _s3_options() -> dict[str, Any]:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint
-    # Each call re-reads the environment: a cached instance would outlive a
-    # change of endpoint (tests) or of role credentials.
-    options["skip_instance_cache"] = True
+    # fsspec caches one instance per set of options (here: per endpoint), so the
+    # connection pool is reused across calls; botocore refreshes role credentials
+    # inside it on its own.
     return options
 
 

@@ -1,0 +1,43 @@
+"""headrot render --root ROOT [--deltas -30,-20,-10,0,10,20,30] [--split test] [--limit N]
+                  [--methods headrot,no_move,...] [--out URI] [--format parquet|png]
+                  [--generator CKPT] [--batch-size N]
+
+Builds a RenderConfig (a YAML `render:` section first, flags on top), joins Ray and runs
+headrot.stages.render.run_render; prints the summary as JSON.
+"""
+from __future__ import annotations
+
+from headrot.commands._common import add_config_flag, build_config, init_ray, print_result
+from headrot.commands.fit import NUMBER_LIST
+
+FLAGS = {
+    "root": "root", "deltas": "deltas", "split": "split", "limit": "limit", "methods": "methods",
+    "out": "out", "format": "format", "generator": "generator", "batch_size": "batch_size",
+    "steps": "steps", "max_actors": "max_actors",
+}
+
+
+def configure(parser) -> None:
+    parser._negative_number_matcher = NUMBER_LIST  # "--deltas -30,-20,...": a value, not an option
+    add_config_flag(parser)
+    parser.add_argument("--root", help="run root with latents/ and trajectories/ (folder or s3://)")
+    parser.add_argument("--deltas", help="yaw offsets in degrees, comma-separated (default -30..30 by 10)")
+    parser.add_argument("--split", choices=["train", "val", "test", "all"], help="sources to render (default test)")
+    parser.add_argument("--limit", type=int, help="render only the first N sources of the split")
+    parser.add_argument("--methods", help="comma list of headrot (default), no_move, light_agnostic, "
+                                          "single_direction, centroid_path")
+    parser.add_argument("--out", metavar="URI", help="rotated folder (default <root>/rotated)")
+    parser.add_argument("--format", choices=["parquet", "png"], help="png: also one PNG per render under images/")
+    parser.add_argument("--generator", metavar="CKPT", help="default: <root>/checkpoints/generator/model.pt")
+    parser.add_argument("--batch-size", type=int, help="renders per network call (default 64)")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default 10, the paper's)")
+    parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")
+
+
+def main(args) -> int:
+    from headrot.stages.render import RenderConfig, run_render
+
+    config = build_config(RenderConfig, args, FLAGS, section="render")
+    init_ray()
+    print_result(run_render(config))
+    return 0

@@ -1,0 +1,1 @@
+"""Figures and summaries written under <root>/report/: mean faces, contact sheets."""

@@ -1,0 +1,205 @@
+"""Stage 2, fit: latents/*.parquet -> trajectories/trajectories.parquet.
+
+    one Ray task per latents file: read the needed columns, reduce to a Partial
+    (per light x attribute values x yaw bin: count, yaw sum, latent sum; float64)
+    -> the driver merges Partials as they finish (sums: order-independent)
+    -> fits every mode, group, level and side (headrot.trajectories) -> one Parquet file.
+
+The latent column is the only large one and is read once; the driver holds only
+the sums (groups x bins x 3 x S x S float64), never the rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from headrot import runs, storage, tables
+from headrot import trajectories as tr
+from headrot.config import to_mapping
+
+log = logging.getLogger(__name__)
+
+STAGE = "fit"
+LATENTS = "latents"
+TRAJECTORIES = "trajectories"
+FILE = "trajectories.parquet"
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    root: str                                              # run root (local path or s3://)
+    bins: tuple[float, ...] = (-45.0, 45.0, 10.0)          # lo,hi,step or explicit edges (degrees)
+    attributes: tuple[str, ...] = ("Male", "Eyeglasses")   # key attributes; dropped last-first on fallback
+    min_images: int = 50                                   # a group needs this many images on a side ...
+    min_bins: int = 3                                      # ... and this many populated bins, else it falls back
+    splits: tuple[str, ...] = ()                           # partitions to fit on (train/val/test); () = all
+
+    def __post_init__(self) -> None:
+        tr.parse_bins(self.bins)
+        for s in self.splits:
+            if s not in SPLITS:
+                raise ValueError(f"fit: unknown split {s!r}; use some of {sorted(SPLITS)}")
+        if self.min_images < 1 or self.min_bins < 2:
+            raise ValueError("fit: min_images must be >= 1 and min_bins >= 2 (a line needs 2 bins)")
+        if len(set(self.attributes)) != len(self.attributes):
+            raise ValueError(f"fit: attributes listed twice in {self.attributes}")
+
+
+# ---------------------------------------------------------------------------
+# One latents file -> Partial (a Ray task)
+
+
+def reduce_file(uri: str, edges: np.ndarray, attributes: tuple[str, ...],
+                partitions: tuple[int, ...] | None) -> tr.Partial:
+    """Read only the columns the fit needs and reduce them to sums (runs as a Ray task)."""
+    columns = ["latent", "yaw", "light", *attributes] + (["partition"] if partitions else [])
+    try:
+        table = tables.read_parquet(uri, columns=columns)
+    except (KeyError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{runs.redact_uri(uri)}: cannot read columns {columns} ({exc}); "
+                         "check --attributes against the latents' attribute names") from None
+    if partitions:
+        part = table.column("partition").to_numpy()
+        table = table.filter(pa.array(np.isin(part, partitions)))
+    latents = tables.tensor_to_numpy(table.column("latent")) if table.num_rows else np.zeros((0, 3, 1, 1))
+    attrs = {a: table.column(a).to_numpy(zero_copy_only=False) for a in attributes}
+    return tr.reduce_rows(latents, table.column("yaw").to_numpy(zero_copy_only=False),
+                          table.column("light").to_pylist(), attrs, edges, attributes)
+
+
+# ---------------------------------------------------------------------------
+# Lines -> the trajectories table
+
+
+def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
+    bins_type = pa.list_(pa.struct([("yaw_lo", pa.float32()), ("yaw_hi", pa.float32()),
+                                    ("mean_yaw", pa.float32()), ("count", pa.int64())]))
+    bins = []
+    for line in lines:
+        means = line.sums.mean_yaws()
+        bins.append([
+            {"yaw_lo": float(edges[b]), "yaw_hi": float(edges[b + 1]),
+             "mean_yaw": None if line.sums.count[b] == 0 else float(means[b]),
+             "count": int(line.sums.count[b])}
+            for b in range(len(edges) - 1)
+        ])
+    return pa.table({
+        "mode": pa.array([l.mode for l in lines], pa.string()),
+        "light": pa.array([l.light for l in lines], pa.string()),
+        "key": pa.array([l.key for l in lines], pa.string()),
+        "side": pa.array([l.side for l in lines], pa.string()),
+        "slope": tables.tensor_column(np.stack([l.slope for l in lines]).astype(np.float32)),
+        "intercept": tables.tensor_column(np.stack([l.intercept for l in lines]).astype(np.float32)),
+        "bins": pa.array(bins, bins_type),
+        "centroids": tables.tensor_column(np.stack([l.sums.centroids() for l in lines]).astype(np.float32)),
+        "r2": pa.array([l.r2 for l in lines], pa.float64()),
+        "yaw_min": pa.array([l.yaw_min for l in lines], pa.float32()),
+        "yaw_max": pa.array([l.yaw_max for l in lines], pa.float32()),
+        "n_images": pa.array([l.n_images for l in lines], pa.int64()),
+        "fallback": pa.array([l.fallback for l in lines], pa.string()),
+        # Beyond CONTRACTS.md: the group whose data made the line, "light|key".
+        "served_by": pa.array([f"{l.served_by[0]}|{l.served_by[1]}" for l in lines], pa.string()),
+    })
+
+
+# ---------------------------------------------------------------------------
+# The stage
+
+
+def _fingerprint(config: FitConfig, files: list[str]) -> str:
+    latents_dir = storage.join(config.root, LATENTS)
+    return runs.fingerprint({
+        "latents": runs.hash_uris([storage.join(latents_dir, storage.SUCCESS)]),
+        "files": [f.rsplit("/", 1)[-1] for f in files],
+        "config": {k: v for k, v in to_mapping(config).items() if k != "root"},
+    })
+
+
+def run_fit(config: FitConfig) -> dict[str, Any]:
+    """Fit (or skip, when complete with the same inputs) the trajectories; returns the summary."""
+    import ray
+
+    started = time.time()
+    root = config.root
+    latents_dir = storage.join(root, LATENTS)
+    out_dir = storage.join(root, TRAJECTORIES)
+    if storage.completion(latents_dir) is None:
+        raise ValueError(f"{runs.redact_uri(latents_dir)} is not complete (no _SUCCESS): run `headrot embed` first")
+    files = storage.list_files(latents_dir, ".parquet")
+    if not files:
+        raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
+    digest = _fingerprint(config, files)
+    runs.claim_stage(root, STAGE, digest, to_mapping(config))
+    done = storage.completion(out_dir)
+    if done is not None and done.get("fingerprint") == digest:
+        log.info("fit: %s is complete (%d trajectories); nothing to do",
+                 runs.redact_uri(out_dir), done.get("rows", 0))
+        return {**done, "skipped": True}
+
+    edges = tr.parse_bins(config.bins)
+    partitions = tuple(SPLITS[s] for s in config.splits) or None
+    task = ray.remote(num_cpus=1)(reduce_file)
+    refs = [task.remote(f, edges, tuple(config.attributes), partitions) for f in files]
+    merged: tr.Partial | None = None
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        part = ray.get(ready[0])
+        merged = part if merged is None else tr.merge([merged, part])
+    merged = tr.merge([merged])  # canonical group order
+    reduce_s = time.time() - started
+
+    lines = tr.fit_all(merged, config.min_images, config.min_bins)
+    table = lines_table(lines, edges)
+    tables.write_parquet(storage.join(out_dir, FILE), table)
+
+    summary = _summary(config, digest, merged, lines, files, started, reduce_s)
+    storage.mark_complete(out_dir, summary)
+    log.info("fit: done: %s", json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}))
+    return summary
+
+
+def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, started, reduce_s) -> dict[str, Any]:
+    elapsed = time.time() - started
+    fallbacks: dict[str, dict[str, int]] = {}
+    groups: dict[str, int] = {}
+    for mode in tr.MODES:
+        mine = [l for l in lines if l.mode == mode]
+        groups[mode] = len({(l.light, l.key) for l in mine})
+        fallbacks[mode] = dict(Counter(l.fallback for l in mine))
+    r2 = {
+        l.light + "/" + l.side: round(l.r2, 6)
+        for l in lines
+        if l.mode == "light_conditioned" and l.key == "" and l.light != tr.ANY_LIGHT
+    }
+    r2_global = {l.side: round(l.r2, 6) for l in lines
+                 if l.mode == "light_conditioned" and (l.light, l.key) == (tr.ANY_LIGHT, "")}
+    n_used = merged.n_rows - merged.n_out_of_range
+    return {
+        "fingerprint": digest,
+        "files": len(files),
+        "rows": len(lines),
+        "rows_read": merged.n_rows,
+        "rows_used": n_used,
+        "rows_out_of_bins": merged.n_out_of_range,
+        "groups": groups,
+        "fallbacks": fallbacks,
+        "r2_by_light": r2,
+        "r2_global": r2_global,
+        "bins": [float(e) for e in merged.edges],
+        "attributes": list(merged.attributes),
+        "latent_shape": list(merged.shape or ()),
+        "rows_per_s": round(merged.n_rows / reduce_s, 1) if reduce_s > 0 else None,
+        "seconds": round(elapsed, 2),
+    }

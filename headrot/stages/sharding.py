@@ -1,0 +1,144 @@
+"""The shape shared by the embed and render stages: shards through Ray Data.
+
+A shard is a fixed group of input rows with a deterministic name (part-00000...).
+Each stage runs  shard list -> CPU prepare -> model actor pool -> CPU write,
+one Ray Data row per shard, so a shard's output file is written by exactly one
+task and its name never depends on how Ray batched or retried the work:
+a retried or resumed shard overwrites the same file, never duplicates it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from headrot import storage
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# Shard names and what is left to do
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def split_rows(n_rows: int, shard_size: int) -> list[tuple[str, int, int]]:
+    """[(name, start, stop)] covering range(n_rows) in order."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return [
+        (shard_name(i), start, min(start + shard_size, n_rows))
+        for i, start in enumerate(range(0, n_rows, shard_size))
+    ]
+
+
+def pending(out_dir: str, names: Iterable[str], suffix: str = ".parquet") -> list[str]:
+    """Names whose output file is not there yet (a file that exists is complete: see tables.py)."""
+    done = {uri.rsplit("/", 1)[-1][: -len(suffix)] for uri in storage.list_files(out_dir, suffix)}
+    return [n for n in names if n not in done]
+
+
+# ---------------------------------------------------------------------------
+# Sizing the model actor pool from the cluster
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many model actors, what each reserves, and how many torch threads each runs."""
+
+    min_actors: int
+    max_actors: int
+    num_gpus: float
+    num_cpus: float
+    torch_threads: int
+
+    def map_batches_args(self) -> dict[str, Any]:
+        import ray
+
+        args: dict[str, Any] = {
+            "compute": ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors),
+            "num_cpus": self.num_cpus,
+            # A killed actor (preempted node, OOM, SIGKILL) is restarted and its
+            # in-flight shard retried; shard outputs are idempotent, so a retry
+            # can never duplicate rows. Ray Data's defaults happen to agree today;
+            # we set them on purpose so a change of default cannot lose shards.
+            "max_restarts": -1,
+            "max_task_retries": -1,
+        }
+        if self.num_gpus:
+            args["num_gpus"] = self.num_gpus
+        return args
+
+
+def plan_pool(max_actors: int | None = None, prefer_gpu: bool = True) -> PoolPlan:
+    """One actor per GPU when the cluster has GPUs; otherwise CPU actors that leave room
+    for the decode/write tasks (an actor pool reserving every CPU starves them and the
+    stage hangs without an error)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    cpus = float(resources.get("CPU", 1))
+    if prefer_gpu and gpus > 0:
+        n = gpus if max_actors is None else min(gpus, max_actors)
+        return PoolPlan(min_actors=1, max_actors=n, num_gpus=1, num_cpus=1, torch_threads=2)
+    # CPU: each actor reserves half a CPU but runs as many torch threads as the node
+    # has cores divided among the actors (the model dominates; prepare/write are light).
+    n = max(1, min(max_actors or 1, int(cpus // 1)))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    return PoolPlan(min_actors=1, max_actors=n, num_gpus=0, num_cpus=0.5, torch_threads=threads)
+
+
+# ---------------------------------------------------------------------------
+# Progress: Ray's bars on a terminal, periodic lines in a job log
+
+
+@dataclass
+class Progress:
+    stage: str
+    total_shards: int
+    total_rows: int
+    log_every_s: float = 10.0
+    shards_done: int = 0
+    rows_done: int = 0
+    started: float = field(default_factory=time.time)
+    _last: float = 0.0
+
+    def update(self, shards: int, rows: int) -> None:
+        self.shards_done += shards
+        self.rows_done += rows
+        now = time.time()
+        if now - self._last >= self.log_every_s or self.shards_done == self.total_shards:
+            self._last = now
+            rate = self.rows_done / max(now - self.started, 1e-9)
+            left = self.total_rows - self.rows_done
+            eta = f"{left / rate:,.0f}s" if rate > 0 and left > 0 else "-"
+            log.info(
+                "%s: %d/%d shards, %d/%d rows, %.1f rows/s, ETA %s",
+                self.stage, self.shards_done, self.total_shards,
+                self.rows_done, self.total_rows, rate, eta,
+            )
+
+    def rate(self) -> float:
+        return self.rows_done / max(time.time() - self.started, 1e-9)
+
+
+def set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+    # Interop threads only matter for parallel graph ops; keep them from oversubscribing.
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+
+
+def ceil_div(a: int, b: int) -> int:
+    return int(math.ceil(a / b))
