@@ -1,0 +1,131 @@
+"""Training steps as pure torch: the DDIM noise loss, the embedder loss, the EMA.
+
+No Ray here: each function takes networks and a batch and returns a scalar loss,
+so the maths is tested on tiny U-Nets in milliseconds (tests/test_train.py).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from headrot.model.sampler import denoise
+from headrot.model.schedule import ScheduleConfig, diffusion_schedule
+
+
+# ---------------------------------------------------------------------------
+# Batches
+
+
+def to_model_images(batch_u8: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 HWC images [N,S,S,3] -> float32 NCHW in [-1, 1], channels_last in memory.
+
+    Permuting an NHWC tensor to NCHW *is* the channels_last layout, so no copy is made
+    beyond the float conversion (which keeps the strides)."""
+    if batch_u8.ndim != 4 or batch_u8.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images [N,S,S,3], got shape {tuple(batch_u8.shape)}")
+    x = batch_u8.to(device=device, non_blocking=True).permute(0, 3, 1, 2)
+    return (x.float() / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The random stream of one optimizer step on one rank.
+
+    Derived from (seed, rank, step) rather than carried along, so a resumed run draws
+    exactly the numbers the uninterrupted run would have drawn, and ranks differ."""
+    g = torch.Generator(device="cpu")
+    # Large odd multipliers keep (seed, rank, step) triples apart in the 64-bit seed space.
+    g.manual_seed((seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1))
+    return g
+
+
+# ---------------------------------------------------------------------------
+# Losses
+
+
+def generator_loss(
+    net: nn.Module,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    schedule: ScheduleConfig | None = None,
+) -> torch.Tensor:
+    """The Keras DDIM training step: L1 between the drawn and the predicted noise.
+
+    t ~ U(0,1) per image, noise ~ N(0,1), x_t = alpha_t x_0 + sigma_t noise, and the
+    network sees (x_t, sigma_t**2). Random numbers are drawn on the CPU from
+    `generator` (same numbers on any device), then moved.
+    """
+    n = images.shape[0]
+    noises = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    times = torch.rand((n, 1, 1, 1), generator=generator, dtype=torch.float32)
+    noises = noises.to(images.device, images.dtype).contiguous(memory_format=torch.channels_last)
+    times = times.to(images.device, images.dtype)
+    noise_rates, signal_rates = diffusion_schedule(times, schedule)
+    noisy_images = signal_rates * images + noise_rates * noises
+    pred_noises, _ = denoise(net, noisy_images, noise_rates, signal_rates)
+    return (pred_noises - noises).abs().mean()
+
+
+def embedder_step_loss(embedder: nn.Module, generator: nn.Module, images: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """The paper's embedder loss: image-space L1 through the frozen `steps`-step generator."""
+    from headrot.model.embedding import embedder_loss
+
+    return embedder_loss(embedder, generator, images, steps=steps)
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for the parameters (gradients still flow *through* it)."""
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+# ---------------------------------------------------------------------------
+# EMA
+
+
+class EMA:
+    """Exponential moving average of a model's weights (Keras example: ema = 0.999).
+
+    After each optimizer step: ema_w = decay * ema_w + (1 - decay) * w. Buffers
+    (none in the U-Net, but general) are copied as they are.
+
+    With `warmup`, update number k (0-based) uses min(decay, (1 + k) / (10 + k)), the
+    rule of TensorFlow's ExponentialMovingAverage(num_updates): with a flat 0.999 the
+    initial random weights still weigh 0.999**1000 = 37% after 1000 steps, which is
+    all a short CPU run makes; the warm-up forgets them within the first few hundred.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.module = freeze(copy.deepcopy(model))
+
+    def decay_at(self, update: int | None) -> float:
+        """The decay used by update number `update` (None: no warm-up)."""
+        if not self.warmup or update is None:
+            return self.decay
+        return min(self.decay, (1.0 + update) / (10.0 + update))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, update: int | None = None) -> None:
+        """ema_w = d * ema_w + (1 - d) * w with d = decay_at(update)."""
+        d = self.decay_at(update)
+        for ema_p, p in zip(self.module.parameters(), model.parameters()):
+            ema_p.mul_(d).add_(p.detach(), alpha=1.0 - d)
+        for ema_b, b in zip(self.module.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+    def to(self, *args, **kwargs) -> "EMA":
+        self.module.to(*args, **kwargs)
+        return self

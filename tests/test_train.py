@@ -1,0 +1,196 @@
+"""Training: the steps and the EMA without Ray; a Ray Train run that crashes and resumes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from headrot.model.unet import PRESETS, UNet
+from headrot.train.config import TrainConfig, load_config
+from headrot.train.grid import image_grid, to_uint8
+from headrot.train.steps import EMA, generator_loss, step_generator, to_model_images
+
+TINY = PRESETS["tiny"]  # 16x16, widths [8, 16]
+
+
+# ---------------------------------------------------------------------------
+# Steps (no Ray)
+
+
+def test_to_model_images_range_and_layout():
+    u8 = torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(16 * 16 * 3 // 2).reshape(1, 16, 16, 3)
+    x = to_model_images(u8)
+    assert x.shape == (1, 3, 16, 16) and x.dtype == torch.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(to_uint8(x), u8.numpy())
+
+
+def test_generator_loss_finite_and_trains():
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    loss = generator_loss(net, images, step_generator(0, 0, 0))
+    # zero-initialised output: the first loss is E|N(0,1)| = sqrt(2/pi) on average
+    assert math.isfinite(loss.item()) and 0.5 < loss.item() < 1.1
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+    # the same (seed, rank, step) draws the same numbers: a resumed run repeats them exactly
+    again = generator_loss(net, images, step_generator(0, 0, 0))
+    assert again.item() == loss.item()
+    assert generator_loss(net, images, step_generator(0, 1, 0)).item() != loss.item()
+
+
+def test_ema_update_is_exact():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        model.bias.fill_(0.5)
+    # decay 0.75: every product and sum below is exact in float32, so equality is exact
+    ema = EMA(model, decay=0.75, warmup=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        model.bias.fill_(-1.5)
+    ema.update(model)
+    assert ema.module.weight.tolist() == [[0.75 * 1.0 + 0.25 * 3.0, 0.75 * -2.0 + 0.25 * 4.0]]  # [[1.5, -0.5]]
+    assert ema.module.bias.tolist() == [0.75 * 0.5 + 0.25 * -1.5]  # [0.0]
+    ema.update(model)  # again: 0.75 * 1.5 + 0.25 * 3 = 1.875
+    assert ema.module.weight.tolist() == [[1.875, 0.625]]
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    # warm-up: update k uses min(decay, (1+k)/(10+k))
+    warm = EMA(model, decay=0.999)
+    assert warm.decay_at(0) == pytest.approx(0.1)
+    assert warm.decay_at(90) == pytest.approx(0.91)
+    assert warm.decay_at(10**6) == 0.999
+    # round trip
+    other = EMA(nn.Linear(2, 1), decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.module.weight, ema.module.weight)
+
+
+def test_config_from_yaml_and_errors(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("preset: tiny\nbatch_size: 8\ncpus_per_worker: 0.5\npartitions: [0, 1]\n")
+    config = load_config(str(path), {"epochs": 3, "lr": None})
+    assert (config.preset, config.batch_size, config.epochs, config.partitions) == ("tiny", 8, 3, (0, 1))
+    assert config.model_config() == TINY
+    emb = TrainConfig(kind="embedder", preset="tiny").model_config(generator=TINY)
+    assert emb.time_input is False and emb.widths == TINY.widths
+    path.write_text("preset: tiny\nbatchsize: 8\n")
+    with pytest.raises(ValueError, match="batchsize"):
+        load_config(str(path))
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(preset="huge")
+
+
+def test_image_grid_layout_and_labels():
+    images = np.zeros((5, 16, 16, 3), dtype=np.uint8)
+    grid = image_grid(images, nrow=3, upscale=2, padding=1)
+    assert grid.size == (3 * 32 + 4, 2 * 32 + 3)
+    labelled = image_grid(images, nrow=3, row_labels=["a", "b"], col_labels=["x", "y", "z"])
+    assert labelled.size[0] > 3 * 16 and labelled.size[1] > 2 * 16
+    with pytest.raises(ValueError):
+        image_grid(images.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Ray Train: crash, resume, export
+
+
+def _constant_images(n: int, size: int = 16, seed: int = 0):
+    """Flat colour images: the easiest data there is, so the loss drop is reliable."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(n, 1, 1, 3), dtype=np.uint8)
+    return np.broadcast_to(colours, (n, size, size, 3)).copy()
+
+
+@pytest.mark.slow
+def test_train_generator_crash_resume_export(ray_cluster, tmp_path):
+    import ray
+
+    from headrot.model.checkpoint import load_model
+    from headrot.model.sampler import noise_for_seeds, reverse_diffusion
+    from headrot.train.driver import train
+    from headrot.train.loop import load_state, state_checksum
+
+    images = _constant_images(128)
+    rows = [{"image": im, "reject_reason": ""} for im in images]
+    rows += [{"image": np.zeros((16, 16, 3), np.uint8), "reject_reason": "not a JPEG"}] * 3
+    dataset = ray.data.from_items(rows, override_num_blocks=2)  # few blocks: few Ray Data tasks
+    root = str(tmp_path / "run")
+    # 2 workers x 0.5 CPU on the 2-CPU test cluster (a whole CPU each would leave none for Ray Data).
+    # 128 images / 2 workers / batch 8 = 8 steps per epoch.
+    config = TrainConfig(
+        preset="tiny", batch_size=8, lr=3e-3, epochs=3, num_workers=2, cpus_per_worker=0.5,
+        use_gpu=False, sample_count=4, sample_steps=3, shuffle_buffer=0, fail_after_steps=20,
+    )
+
+    # 1. the first run crashes in epoch 3 (step 20) after checkpoints at epochs 1 and 2
+    with pytest.raises(Exception, match="simulated failure"):
+        train(config, "unused", root, dataset=dataset)
+    kind_dir = os.path.join(root, "checkpoints", "generator")
+    checkpoints = sorted(d for d in os.listdir(kind_dir) if d.startswith("checkpoint_epoch"))
+    assert checkpoints[-1] == "checkpoint_epoch0002_step00000016"
+    saved = load_state(os.path.join(kind_dir, checkpoints[-1]))
+    assert not os.path.exists(os.path.join(kind_dir, "model.pt"))
+
+    # 2. the same command again resumes from step 16 with the optimizer state it saved
+    result = train(config, "unused", root, dataset=dataset)
+    assert result["rows"] == 128 and result["rejected"] == 3
+    assert result["step"] == 24 and result["epoch"] == 3
+    history = result["history"]
+    assert [h["step"] for h in history] == [8, 16, 24]
+    with open(os.path.join(kind_dir, "metrics.json")) as f:
+        assert [h["epoch"] for h in json.load(f)] == [1, 2, 3]
+    final = load_state(os.path.join(kind_dir, "checkpoint_epoch0003_step00000024"))
+    assert final["history"][:2] == saved["history"]
+    assert saved["optimizer"]["state"][0]["step"].item() == 16
+    assert final["optimizer"]["state"][0]["step"].item() == 24  # continued, not restarted
+    assert len(result["restores"]) == 1
+    restored = result["restores"][0]
+    assert restored["restored_step"] == 16
+    assert restored["restored_optimizer_checksum"] == pytest.approx(state_checksum(saved["optimizer"]), rel=1e-12)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["samples_per_s"] > 0
+    for epoch in (1, 2, 3):
+        assert os.path.exists(os.path.join(kind_dir, "samples", f"epoch_{epoch:03d}.png"))
+
+    # 3. the exported EMA weights load and sample
+    model, model_config, extra = load_model(result["model"], "generator")
+    assert model_config == TINY and extra["step"] == 24
+    with torch.no_grad():
+        samples = reverse_diffusion(model, noise_for_seeds([0, 1], (3, 16, 16)), steps=3)
+    assert samples.shape == (2, 3, 16, 16) and torch.isfinite(samples).all()
+    assert os.path.exists(os.path.join(kind_dir, "_SUCCESS"))
+    assert os.path.exists(os.path.join(kind_dir, "train_config.json"))
+
+
+
+@pytest.mark.slow
+def test_train_embedder_through_frozen_generator(ray_cluster, tmp_path):
+    import ray
+
+    from headrot.model.checkpoint import load_model, save_model
+    from headrot.train.driver import train
+
+    root = str(tmp_path / "run")
+    torch.manual_seed(0)
+    generator_uri = os.path.join(root, "checkpoints", "generator", "model.pt")
+    save_model(generator_uri, "generator", UNet(TINY), TINY)  # untrained is enough to train through
+    rows = [{"image": im} for im in _constant_images(32, seed=1)]  # no reject_reason column: all usable
+    config = TrainConfig(
+        kind="embedder", preset="tiny", batch_size=8, epochs=1, num_workers=1, use_gpu=False,
+        embed_steps=2, sample_count=4, shuffle_buffer=0,
+    )
+    result = train(config, "unused", root, dataset=ray.data.from_items(rows, override_num_blocks=1))
+    assert result["rows"] == 32 and result["rejected"] == 0 and result["step"] == 4
+    embedder, embedder_config, extra = load_model(result["model"], "embedder")
+    assert embedder_config.time_input is False and embedder_config.widths == TINY.widths
+    assert extra["generator"] == generator_uri
+    assert embedder(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert os.path.exists(os.path.join(root, "checkpoints", "embedder", "samples", "epoch_001.png"))
