@@ -92,6 +92,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
         return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value

@@ -58,6 +58,17 @@ class PoolPlan:
     num_cpus: float
     torch_threads: int
 
+    def map_batches(self, ds, fn, **kwargs):
+        """ds.map_batches(fn, ..., **this plan's pool arguments)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates extra remote args (max_restarts...) in favour of its
+            # defaults, which agree with ours today; we keep them explicit until the
+            # pinned Ray drops them (2.64), so a changed default cannot lose shards.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+            return ds.map_batches(fn, **kwargs, **self.map_batches_args())
+
     def map_batches_args(self) -> dict[str, Any]:
         import ray
 

@@ -1,0 +1,162 @@
+"""`headrot run`: the whole job with one config file.
+
+    synth (when no --data) -> generator (given, shipped demo model, or trained)
+    -> embed -> fit -> render -> evaluate
+
+Every stage checks its own `_SUCCESS` marker and input fingerprint, so a second
+run with the same config does no work, and a run interrupted anywhere resumes
+where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from headrot import runs, storage
+from headrot.config import from_mapping, to_mapping
+
+log = logging.getLogger(__name__)
+
+# The demo generator shipped with the package (see configs/demo-generator.yaml for how it was made).
+DEMO_GENERATOR = "demo_generator.pt"
+ALL_METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "centroid_path")
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    out: str = "runs/demo"                      # run root: folder or s3://bucket/prefix
+    data: str | None = None                     # CelebA-layout root; None: synthesize one into <out>/data
+    synth: dict[str, Any] = field(default_factory=lambda: {"n": 2000, "seed": 0})  # when data is None
+    generator: str | None = None                # generator checkpoint; None: see resolve_generator
+    train_from_scratch: bool = False            # train the generator even if the shipped one fits
+    train: dict[str, Any] = field(default_factory=dict)     # TrainConfig keys (headrot.train.config)
+    embed: dict[str, Any] = field(default_factory=dict)     # EmbedConfig keys, less data/out
+    fit: dict[str, Any] = field(default_factory=dict)       # FitConfig keys, less root
+    render: dict[str, Any] = field(default_factory=lambda: {"methods": list(ALL_METHODS)})
+    evaluate: dict[str, Any] = field(default_factory=dict)  # EvaluateConfig keys, less root/data
+    skip_evaluate: bool = False
+
+
+def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> dict[str, Any]:
+    """Every stage's config, built (and so validated) before any work starts."""
+    from headrot.stages.embed import EmbedConfig
+    from headrot.stages.fit import FitConfig
+    from headrot.stages.render import RenderConfig
+    from headrot.train.config import TrainConfig
+
+    out = config.out
+    built = {
+        "train": from_mapping(TrainConfig, {"kind": "generator", **config.train}, "config.train"),
+        "embed": from_mapping(EmbedConfig, {**config.embed, "data": data, "out": out,
+                                            "generator": generator}, "config.embed"),
+        "fit": from_mapping(FitConfig, {**config.fit, "root": out}, "config.fit"),
+        "render": from_mapping(RenderConfig, {**config.render, "root": out,
+                                              "generator": generator}, "config.render"),
+    }
+    evaluate = _evaluate_module()
+    if evaluate is not None and not config.skip_evaluate:
+        built["evaluate"] = from_mapping(evaluate.EvaluateConfig,
+                                         {**config.evaluate, "root": out, "data": data},
+                                         "config.evaluate")
+    return built
+
+
+def _evaluate_module():
+    import importlib
+
+    try:
+        return importlib.import_module("headrot.stages.evaluate")
+    except ModuleNotFoundError as exc:  # the evaluation stage is optional in a build
+        if exc.name != "headrot.stages.evaluate":
+            raise
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Inputs: data and generator
+
+
+def ensure_data(config: PipelineConfig) -> str:
+    """The data root: the user's, or a synthetic CelebA written once into <out>/data."""
+    if config.data:
+        return config.data
+    from headrot.synth.writer import write_synthetic_celeba
+
+    data = storage.join(config.out, "data")
+    done = storage.completion(data)
+    wanted = runs.fingerprint(config.synth)
+    if done is not None and done.get("fingerprint") == wanted:
+        log.info("synth: %s is complete; nothing to do", runs.redact_uri(data))
+        return data
+    if done is not None:
+        raise ValueError(f"{runs.redact_uri(data)} holds a synthetic set made with other settings; "
+                         "use a new --out root or delete that folder")
+    log.info("synth: writing a synthetic CelebA (%s) into %s", config.synth, runs.redact_uri(data))
+    summary = write_synthetic_celeba(data, **config.synth)
+    storage.mark_complete(data, {**summary, "fingerprint": wanted})
+    return data
+
+
+def resolve_generator(config: PipelineConfig, data: str, train_config) -> str:
+    """The generator checkpoint to use, in this order: --generator; one already in the run
+    root; the shipped demo model (synthetic data at its size, unless train_from_scratch);
+    otherwise train one with Ray Train."""
+    if config.generator:
+        return config.generator
+    target = storage.join(config.out, "checkpoints", "generator", "model.pt")
+    if storage.exists(target):
+        return target
+    shipped = resources.files("headrot") / "assets" / DEMO_GENERATOR
+    if not config.train_from_scratch and not config.data and shipped.is_file():
+        # Copied into the run root so the run is self-contained and its fingerprint covers it.
+        storage.write_bytes(target, shipped.read_bytes())
+        log.info("generator: using the shipped demo model (%s)", DEMO_GENERATOR)
+        return target
+    from headrot.train.driver import train
+
+    log.info("generator: none found; training one with Ray Train (%s)", train_config.preset)
+    train(train_config, data, config.out)
+    return target
+
+
+# ---------------------------------------------------------------------------
+# The job
+
+
+def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    from headrot.stages.embed import run_embed
+    from headrot.stages.fit import run_fit
+    from headrot.stages.render import run_render
+
+    started = time.time()
+    # Validate every section before the first byte is written.
+    stage_configs(config, config.data or storage.join(config.out, "data"), config.generator)
+    data = ensure_data(config)
+    train_config = stage_configs(config, data, None)["train"]
+    generator = resolve_generator(config, data, train_config)
+    stages = stage_configs(config, data, generator)
+    results: dict[str, Any] = {"config": runs._redact(to_mapping(config)), "data": runs.redact_uri(data),
+                               "generator": runs.redact_uri(generator)}
+    results["embed"] = _brief(run_embed(stages["embed"]))
+    results["fit"] = _brief(run_fit(stages["fit"]))
+    results["render"] = _brief(run_render(stages["render"]))
+    if "evaluate" in stages:
+        results["evaluate"] = _brief(_evaluate_module().run_evaluate(stages["evaluate"]))
+    results["seconds"] = round(time.time() - started, 1)
+    results["did_work"] = [name for name in ("embed", "fit", "render", "evaluate")
+                           if name in results and not results[name].get("skipped")]
+    storage.write_json(storage.join(config.out, "pipeline.json"), results)
+    return results
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """A stage summary without bulky fields, for the pipeline's result."""
+    return {k: v for k, v in summary.items()
+            if not isinstance(v, (bytes, list)) or k in ("did_work",)}

@@ -1,0 +1,423 @@
+"""Stage 1, embed: CelebA images -> latents/*.parquet with yaw and light labels.
+
+    index (driver) -> light pass: decode, light features (CPU tasks) -> classifier (driver)
+                   -> shards -> decode (CPU tasks) -> embed (model actor pool) -> write (CPU tasks)
+
+One Ray Data row per shard (see sharding.py): the shard's index rows travel as
+Arrow IPC bytes and its images as one uint8 buffer, so no block boundary Ray
+chooses can split a shard. Each shard writes latents/part-NNNNN.parquet and
+rejected/embed-part-NNNNN.parquet; a resumed stage redoes only missing shards.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headrot import rejects, runs, storage, tables
+from headrot.config import to_mapping
+from headrot.data import celeba_text
+from headrot.data.dataset import decode_batch, select_rows
+from headrot.data.images import central_square
+from headrot.data.index import Index, read_index
+from headrot.stages import sharding
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+LATENTS = "latents"
+LABELS = "labels"
+# The aligned CelebA frame the landmarks refer to.
+ALIGNED_SIZE = (178, 218)
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    data: str                                            # CelebA-layout root: folder or s3://bucket/prefix
+    out: str                                             # run root
+    method: Literal["network", "inversion", "refine"] = "inversion"
+    generator: str | None = None                         # default: <out>/checkpoints/generator/model.pt
+    embedder: str | None = None                          # default: <out>/checkpoints/embedder/model.pt (network)
+    refine_from: Literal["inversion", "network"] = "inversion"
+    light_labels: str | None = None                      # CSV image_id,light; wins where given
+    steps: int = 10                                      # DDIM steps inside the embedding (the paper's 10)
+    refine_steps: int = 30                               # Adam steps of the refine method
+    refine_lr: float = 0.05
+    partitions: tuple[int, ...] | None = None            # None: every partition
+    limit: int | None = None                             # first N index rows (after partitions)
+    shard_size: int = 512                                # rows per output file
+    batch_size: int = 64                                 # images per network call
+    max_actors: int | None = None                        # model actors (default: one per GPU, else 1)
+    latent_dtype: Literal["float32", "float16"] = "float32"
+    light_image_size: int = 32                           # size of the images light features come from
+    seed: int = 0
+    fail_after_shards: int | None = None                 # testing: the actor raises after N shards
+
+
+def resolve_checkpoints(config: EmbedConfig) -> tuple[str, str | None]:
+    generator = config.generator or storage.join(config.out, "checkpoints", "generator", "model.pt")
+    embedder = None
+    if config.method == "network" or (config.method == "refine" and config.refine_from == "network"):
+        embedder = config.embedder or storage.join(config.out, "checkpoints", "embedder", "model.pt")
+    for what, uri in (("generator", generator), ("embedder", embedder)):
+        if uri is not None and not storage.exists(uri):
+            raise ValueError(
+                f"{what} checkpoint {runs.redact_uri(uri)} not found: train one with "
+                f"`headrot train {what} --data ... --out {runs.redact_uri(config.out)}` "
+                f"or pass --{what} URI"
+            )
+    return generator, embedder
+
+
+# ---------------------------------------------------------------------------
+# Landmarks in the model's frame
+
+
+def landmarks_in_crop(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Aligned-image landmark coordinates [N,10] -> coordinates in the S x S preprocessed image."""
+    left, top, right, _ = central_square(*ALIGNED_SIZE)
+    scale = size / (right - left)
+    out = np.asarray(landmarks, dtype=np.float32).copy()
+    out[:, 0::2] = (out[:, 0::2] - left) * scale
+    out[:, 1::2] = (out[:, 1::2] - top) * scale
+    return out
+
+
+def _landmarks(table: pa.Table) -> np.ndarray:
+    col = table.column("landmarks").combine_chunks()
+    return col.flatten().to_numpy().reshape(len(table), 10).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Light pass: features from every image, then one classifier over all of them
+
+
+def light_pass(index_rows: pa.Table, config: EmbedConfig) -> pa.Table:
+    """image_id, light, light_score, light_source for every row (rejected images get none)."""
+    import ray
+
+    from headrot.labels import light as lightlib
+    from headrot.labels.yaw import yaw_from_landmarks
+
+    size = config.light_image_size
+    ids, feats, yaws, known = [], [], [], []
+    blocks = [index_rows.slice(s, 1024) for s in range(0, index_rows.num_rows, 1024)] or [index_rows]
+
+    def features(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = decode_batch(batch, size)
+        ok = batch["reject_reason"] == ""
+        marks = np.stack(batch["landmarks"]).astype(np.float32)
+        yaw = yaw_from_landmarks(marks)
+        f = lightlib.light_features(batch["image"], landmarks_in_crop(marks, size), yaw)
+        return {"image_id": batch["image_id"][ok], "features": f[ok], "yaw": yaw[ok],
+                "light_label": batch["light_label"][ok]}
+
+    ds = ray.data.from_arrow(blocks).select_columns(["image_id", "path", "landmarks", "light_label"])
+    ds = ds.map_batches(features, batch_size=256, batch_format="numpy", num_cpus=1)
+    for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+        ids.append(batch["image_id"])
+        feats.append(batch["features"])
+        yaws.append(batch["yaw"])
+        known.append(batch["light_label"])
+    if not ids:
+        return pa.table({"image_id": pa.array([], pa.string()), "light": pa.array([], pa.string()),
+                         "light_score": pa.array([], pa.float32()), "light_source": pa.array([], pa.string())})
+    ids = np.concatenate(ids)
+    feats = np.concatenate(feats)
+    yaws = np.concatenate(yaws)
+    known = np.array([k if isinstance(k, str) else "" for k in np.concatenate(known)], dtype=object)
+    labeler = lightlib.LightLabeler(seed=config.seed).fit(feats, yaws, known)
+    labels, scores, sources = labeler.predict(feats, yaws, known)
+    return pa.table({
+        "image_id": pa.array(ids.astype(str), pa.string()),
+        "light": pa.array(np.asarray(labels, dtype=str), pa.string()),
+        "light_score": pa.array(np.asarray(scores, dtype=np.float32), pa.float32()),
+        "light_source": pa.array(np.asarray(sources, dtype=str), pa.string()),
+    })
+
+
+# ---------------------------------------------------------------------------
+# The shard pipeline: plain functions and one callable class
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+def prepare_shard(row: dict[str, Any], size: int) -> dict[str, Any]:
+    """CPU task: decode and crop every image of a shard."""
+    rows = _from_ipc(row["rows"])
+    decoded = decode_batch({"path": np.array(rows.column("path").to_pylist(), dtype=object)}, size)
+    return {
+        "shard": row["shard"],
+        "rows": row["rows"],
+        "images": decoded["image"].tobytes(),
+        "reasons": "\n".join(decoded["reject_reason"].tolist()),
+        "n": rows.num_rows,
+    }
+
+
+class EmbedShards:
+    """Model actor: loads the networks once, embeds one shard per call (batch_size=1)."""
+
+    def __init__(self, config: EmbedConfig, generator_uri: str, embedder_uri: str | None,
+                 size: int, torch_threads: int):
+        import torch
+
+        from headrot.model.checkpoint import load_model
+
+        sharding.set_torch_threads(torch_threads)
+        self.config = config
+        self.size = size
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.generator, _, _ = load_model(generator_uri, "generator", map_location=self.device)
+        self.generator.eval().requires_grad_(False)
+        self.calls = 0
+        self.embedder = None
+        if embedder_uri is not None:
+            self.embedder, _, _ = load_model(embedder_uri, "embedder", map_location=self.device)
+            self.embedder.eval().requires_grad_(False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from headrot.model.embedding import embed, psnr
+
+        self.calls += 1
+        if self.config.fail_after_shards is not None and self.calls > self.config.fail_after_shards:
+            raise RuntimeError(f"embed: simulated failure after {self.config.fail_after_shards} shards")
+        n = int(batch["n"][0])
+        images = np.frombuffer(batch["images"][0], dtype=np.uint8).reshape(n, self.size, self.size, 3)
+        reasons = str(batch["reasons"][0]).split("\n") if n else []
+        good = np.flatnonzero(np.array([r == "" for r in reasons], dtype=bool))
+        latents = np.zeros((len(good), 3, self.size, self.size), dtype=np.float32)
+        errors = np.zeros(len(good), dtype=np.float32)
+        psnrs = np.zeros(len(good), dtype=np.float32)
+        bs = self.config.batch_size
+        for start in range(0, len(good), bs):
+            sel = good[start:start + bs]
+            x = torch.from_numpy(images[sel]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            result = embed(
+                x, self.config.method, self.generator, embedder=self.embedder,
+                steps=self.config.steps, refine_steps=self.config.refine_steps,
+                refine_lr=self.config.refine_lr, refine_from=self.config.refine_from,
+            )
+            latents[start:start + len(sel)] = result.latents.float().cpu().numpy()
+            errors[start:start + len(sel)] = result.recon_error.float().cpu().numpy()
+            if result.reconstructions is not None:
+                psnrs[start:start + len(sel)] = psnr(result.reconstructions, x).float().cpu().numpy()
+        return {
+            "shard": batch["shard"], "rows": batch["rows"], "images": batch["images"],
+            "reasons": batch["reasons"], "n": batch["n"],
+            "latents": np.array([latents.tobytes()], dtype=object),
+            "recon_error": np.array([errors.tobytes()], dtype=object),
+            "recon_psnr": np.array([psnrs.tobytes()], dtype=object),
+        }
+
+
+# Yaw bins of the mean-face figure (the paper's figure groups poses like this).
+MEAN_FACE_EDGES = (-45.0, -27.0, -9.0, 9.0, 27.0, 45.0)
+
+
+def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) -> dict[str, Any]:
+    """CPU task: assemble the shard's latents table, write it and its rejections; return a summary."""
+    from headrot.labels.yaw import yaw_from_landmarks
+
+    rows = _from_ipc(row["rows"])
+    n = int(row["n"])
+    reasons = row["reasons"].split("\n") if n else []
+    images = np.frombuffer(row["images"], dtype=np.uint8).reshape(n, size, size, 3)
+    good = np.array([r == "" for r in reasons], dtype=bool)
+    latents = np.frombuffer(row["latents"], dtype=np.float32).reshape(-1, 3, size, size)
+    kept = rows.filter(pa.array(good)) if n else rows
+    marks = _landmarks(kept) if kept.num_rows else np.zeros((0, 10), np.float32)
+    yaw = yaw_from_landmarks(marks).astype(np.float32) if kept.num_rows else np.zeros(0, np.float32)
+    out = kept.drop_columns([c for c in ("path", "light_label") if c in kept.column_names])
+    out = out.append_column("yaw", pa.array(yaw, pa.float32()))
+    out = out.append_column("latent", tables.tensor_column(latents.astype(latent_dtype)))
+    out = out.append_column("recon_error", pa.array(np.frombuffer(row["recon_error"], np.float32), pa.float32()))
+    out = out.append_column("recon_psnr", pa.array(np.frombuffer(row["recon_psnr"], np.float32), pa.float32()))
+    tables.write_parquet(storage.join(root, LATENTS, f"{row['shard']}.parquet"), out)
+    bad = [(rows.column("image_id")[i].as_py(), reasons[i]) for i in np.flatnonzero(~good)]
+    rejects.write_rejected(root, STAGE, row["shard"],
+                           {"image_id": [b[0] for b in bad], "reason": [b[1] for b in bad]})
+    # Mean-face sums per (light, yaw bin), for the paper's figure.
+    lights = kept.column("light").to_pylist() if kept.num_rows else []
+    bins = np.digitize(yaw, MEAN_FACE_EDGES[1:-1])
+    sums = np.zeros((3, len(MEAN_FACE_EDGES) - 1, size, size, 3), dtype=np.float64)
+    counts = np.zeros((3, len(MEAN_FACE_EDGES) - 1), dtype=np.int64)
+    good_images = images[good]
+    for i, light in enumerate(lights):
+        li = celeba_text.LIGHT_CLASSES.index(light)
+        sums[li, bins[i]] += good_images[i]
+        counts[li, bins[i]] += 1
+    return {
+        "shard": row["shard"], "rows": n, "written": int(out.num_rows),
+        "rejected": json_counter(Counter(r.split(":")[0] for r in reasons if r)),
+        "mean_face_sums": sums.tobytes(), "mean_face_counts": counts.tobytes(),
+    }
+
+
+def json_counter(counter: Counter) -> str:
+    import json
+
+    return json.dumps(dict(counter))
+
+
+# ---------------------------------------------------------------------------
+# The stage
+
+
+def _data_fingerprint(data: str, light_labels: str | None) -> str:
+    root = data.rstrip("/")
+    files = [storage.join(root, f) for f in (
+        celeba_text.ATTRIBUTES_FILE, celeba_text.LANDMARKS_FILE,
+        celeba_text.PARTITION_FILE, celeba_text.IDENTITY_FILE, celeba_text.LIGHT_FILE)]
+    if light_labels:
+        files.append(light_labels)
+    return runs.hash_uris(files)
+
+
+def run_embed(config: EmbedConfig) -> dict[str, Any]:
+    """Run (or resume) the embed stage; returns its summary (also in latents/_SUCCESS)."""
+    import ray
+
+    from headrot.model.checkpoint import load_model
+
+    started = time.time()
+    root = config.out
+    latents_dir = storage.join(root, LATENTS)
+    generator_uri, embedder_uri = resolve_checkpoints(config)
+    digest = runs.fingerprint({
+        "data": _data_fingerprint(config.data, config.light_labels),
+        "generator": runs.hash_uris([generator_uri]),
+        "embedder": runs.hash_uris([embedder_uri]) if embedder_uri else None,
+        "config": {k: v for k, v in to_mapping(config).items()
+                   if k not in ("out", "max_actors", "batch_size", "fail_after_shards")},
+    })
+    runs.claim_stage(root, STAGE, digest, to_mapping(config))
+    done = storage.completion(latents_dir)
+    if done is not None and done.get("fingerprint") == digest:
+        log.info("embed: %s is complete (%d rows written); nothing to do",
+                 runs.redact_uri(latents_dir), done.get("written", 0))
+        return {**done, "skipped": True}
+
+    _, model_config, _ = load_model(generator_uri, "generator")
+    size = model_config.image_size
+
+    # Index: text-level rejections are written once, before any image work.
+    index: Index = read_index(config.data, light_labels=config.light_labels)
+    rejects.write_rejected(root, "read", "index", index.rejected)
+    rows = select_rows(index, config.partitions, config.limit)
+    rows = rows.sort_by("image_id")
+    log.info("embed: %d rows to embed (%d rejected by the index) from %s",
+             rows.num_rows, index.n_rejected, runs.redact_uri(config.data))
+
+    # Light labels: one classifier over the whole selection, kept beside the latents.
+    labels_uri = storage.join(root, LABELS, "light.parquet")
+    if storage.exists(labels_uri):
+        labels = tables.read_parquet(labels_uri)
+    else:
+        labels = light_pass(rows, config)
+        tables.write_parquet(labels_uri, labels)
+    rows = _join_labels(rows, labels)
+
+    shards = sharding.split_rows(rows.num_rows, config.shard_size)
+    todo = set(sharding.pending(latents_dir, [name for name, _, _ in shards]))
+    log.info("embed: %d shards, %d to do", len(shards), len(todo))
+    plan = sharding.plan_pool(config.max_actors)
+    items = [{"shard": name, "rows": _ipc(rows.slice(a, b - a))} for name, a, b in shards if name in todo]
+    summaries = []
+    if items:
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map(prepare_shard, fn_kwargs={"size": size}, num_cpus=0.5)
+        ds = plan.map_batches(
+            ds, EmbedShards, batch_size=1,
+            fn_constructor_kwargs={"config": config, "generator_uri": generator_uri,
+                                   "embedder_uri": embedder_uri, "size": size,
+                                   "torch_threads": plan.torch_threads},
+        )
+        ds = ds.map(write_shard, fn_kwargs={"root": root, "size": size,
+                                            "latent_dtype": config.latent_dtype}, num_cpus=0.25)
+        progress = sharding.Progress("embed", len(items), sum(_from_ipc(i["rows"]).num_rows for i in items))
+        for summary in ds.iter_rows():
+            summaries.append(summary)
+            progress.update(1, int(summary["rows"]))
+    return _finish(config, root, digest, rows, index, shards, summaries, size, started)
+
+
+def _join_labels(rows: pa.Table, labels: pa.Table) -> pa.Table:
+    """Attach light, light_score, light_source to every index row (rows with no label: the
+    image was rejected while decoding; they get 'center' / 0 / 'none' and are rejected again)."""
+    lookup = {i: k for k, i in enumerate(labels.column("image_id").to_pylist())}
+    pos = [lookup.get(i, -1) for i in rows.column("image_id").to_pylist()]
+    def take(col: str, default):
+        values = labels.column(col).to_pylist()
+        return [values[p] if p >= 0 else default for p in pos]
+    rows = rows.append_column("light", pa.array(take("light", "center"), pa.string()))
+    rows = rows.append_column("light_score", pa.array(take("light_score", 0.0), pa.float32()))
+    return rows.append_column("light_source", pa.array(take("light_source", "none"), pa.string()))
+
+
+def _finish(config, root, digest, rows, index, shards, summaries, size, started) -> dict[str, Any]:
+    import json
+
+    from headrot.report.mean_faces import mean_face_grid
+
+    latents_dir = storage.join(root, LATENTS)
+    # Totals over every shard file (including those written by an earlier, interrupted run).
+    written = 0
+    for uri in storage.list_files(latents_dir, ".parquet"):
+        written += tables.read_parquet(uri, columns=["image_id"]).num_rows
+    rejected = rejects.read_rejected(root)
+    rejected = rejected.filter(pc.is_in(rejected.column("stage"), pa.array(["read", STAGE])))
+    by_reason = rejects.count_by_reason(rejected)
+    elapsed = time.time() - started
+    n_new = sum(int(s["rows"]) for s in summaries)
+    summary = {
+        "fingerprint": digest,
+        "rows_in": int(rows.num_rows + index.n_rejected),
+        "written": written,
+        "rejected": int(rejected.num_rows),
+        "rejected_by_reason": by_reason,
+        "shards": len(shards),
+        "shards_this_run": len(summaries),
+        "images_per_s": round(n_new / elapsed, 2) if elapsed > 0 else None,
+        "seconds": round(elapsed, 1),
+        "method": config.method,
+        "image_size": size,
+    }
+    if summaries:
+        sums = sum(np.frombuffer(s["mean_face_sums"], np.float64) for s in summaries)
+        counts = sum(np.frombuffer(s["mean_face_counts"], np.int64) for s in summaries)
+        n_bins = len(MEAN_FACE_EDGES) - 1
+        image = mean_face_grid(sums.reshape(3, n_bins, size, size, 3), counts.reshape(3, n_bins),
+                               celeba_text.LIGHT_CLASSES, MEAN_FACE_EDGES)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        storage.write_bytes(storage.join(root, "report", "mean_faces.png"), buf.getvalue())
+    if summary["written"] + summary["rejected"] != summary["rows_in"]:
+        # Every input row must be accounted for; a mismatch is a bug, never a success.
+        raise RuntimeError(f"embed: rows in {summary['rows_in']} != written {summary['written']} "
+                           f"+ rejected {summary['rejected']}; not marking the stage complete")
+    storage.mark_complete(latents_dir, summary)
+    log.info("embed: done: %s", json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}))
+    return summary

@@ -1,0 +1,112 @@
+"""Checkpoints: round trip, and refusal of missing, corrupt, foreign and pickled-code files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from headrot.model.checkpoint import FORMAT, load_model, save_model
+from headrot.model.unet import PRESETS, UNet
+
+TINY = PRESETS["tiny"]
+
+
+def trained_tiny() -> UNet:
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    nn.init.normal_(net.output_conv.weight, std=0.1)
+    return net
+
+
+def test_round_trip_same_outputs(tmp_path):
+    net = trained_tiny()
+    uri = str(tmp_path / "checkpoints" / "generator" / "model.pt")
+    save_model(uri, "generator", net, TINY, extra={"step": 12, "loss": 0.25, "ema": [1, 2]})
+    loaded, config, extra = load_model(uri, "generator")
+    assert config == TINY and extra == {"step": 12, "loss": 0.25, "ema": [1, 2]}
+    x, v = torch.randn(2, 3, 16, 16), torch.rand(2, 1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, v), net(x, v), rtol=0, atol=0)
+
+
+def test_embedder_and_wrapped_models(tmp_path):
+    config = dataclasses.replace(TINY, time_input=False)
+    net = UNet(config)
+    uri = str(tmp_path / "e.pt")
+    save_model(uri, "embedder", torch.nn.DataParallel(net), config)
+    loaded, loaded_config, extra = load_model(uri, "embedder")
+    assert loaded_config == config and extra == {}
+    with pytest.raises(ValueError, match="time_input"):
+        save_model(str(tmp_path / "bad.pt"), "generator", net, config)
+
+
+@pytest.mark.slow
+def test_round_trip_s3(s3_bucket):
+    net = trained_tiny()
+    uri = f"{s3_bucket}/run/checkpoints/generator/model.pt"
+    save_model(uri, "generator", net, TINY)
+    loaded, _, _ = load_model(uri, "generator")
+    for a, b in zip(loaded.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_missing_corrupt_and_wrong_kind(tmp_path):
+    missing = str(tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="not found") as info:
+        load_model(missing, "generator")
+    assert missing in str(info.value)
+
+    uri = str(tmp_path / "g.pt")
+    save_model(uri, "generator", trained_tiny(), TINY)
+    with pytest.raises(ValueError, match="holds a 'generator', not a 'embedder'"):
+        load_model(uri, "embedder")
+
+    data = open(uri, "rb").read()
+    for name, bad in [("truncated.pt", data[: len(data) // 2]), ("garbage.pt", os.urandom(300)), ("empty.pt", b"")]:
+        path = str(tmp_path / name)
+        open(path, "wb").write(bad)
+        with pytest.raises(ValueError, match="corrupt") as info:
+            load_model(path, "generator")
+        assert path in str(info.value)
+
+
+def test_wrong_format_refused(tmp_path):
+    uri = str(tmp_path / "plain.pt")
+    torch.save({"state_dict": UNet(TINY).state_dict()}, uri)  # a bare nanoGPT-style file, no format
+    with pytest.raises(ValueError, match="format"):
+        load_model(uri, "generator")
+    torch.save({"format": FORMAT, "kind": "generator", "model_config": {"widths": [8, 16], "colour": 1},
+                "state_dict": {}}, uri)
+    with pytest.raises(ValueError, match="unknown key"):
+        load_model(uri, "generator")
+
+
+class Payload:
+    """Unpickling this would run code: what a tampered checkpoint carries."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/headrot-pwned-by-checkpoint",))
+
+
+def test_pickle_payload_refused_and_not_run(tmp_path):
+    marker = "/tmp/headrot-pwned-by-checkpoint"
+    if os.path.exists(marker):
+        os.remove(marker)
+    uri = str(tmp_path / "evil.pt")
+    net = UNet(TINY)
+    torch.save({"format": FORMAT, "kind": "generator", "model_config": dataclasses.asdict(TINY),
+                "state_dict": net.state_dict(), "extra": {"x": Payload()}}, uri)
+    with pytest.raises(ValueError, match="refused") as info:
+        load_model(uri, "generator")
+    assert uri in str(info.value)
+    assert not os.path.exists(marker)
+
+
+def test_unloadable_extra_refused_at_save(tmp_path):
+    uri = str(tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="extra"):
+        save_model(uri, "generator", UNet(TINY), TINY, extra={"obj": Payload()})
+    assert not os.path.exists(uri)

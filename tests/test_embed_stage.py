@@ -1,0 +1,120 @@
+"""The embed stage end to end on a small synthetic set, through a real local Ray."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+from PIL import Image
+
+from headrot import rejects, storage, tables
+from headrot.data.celeba_text import LIGHT_CLASSES
+from headrot.model.checkpoint import save_model
+from headrot.model.unet import PRESETS, UNet
+from headrot.stages.embed import EmbedConfig, run_embed
+from headrot.synth.writer import write_synthetic_celeba
+
+pytestmark = pytest.mark.slow
+N = 60
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """60 synthetic images with planted bad files: 4 rejected, 2 unusual but valid."""
+    root = tmp_path_factory.mktemp("celeba")
+    write_synthetic_celeba(str(root), N, seed=3, images_per_identity=6)
+    images = root / "img_align_celeba"
+    (images / "000002.jpg").write_bytes((images / "000002.jpg").read_bytes()[:300])  # truncated
+    (images / "000003.jpg").write_bytes(b"")                                         # zero-byte
+    (images / "000004.jpg").unlink()                                                 # missing
+    (images / "000005.jpg").write_text("not an image at all")                        # not an image
+    Image.open(images / "000006.jpg").convert("L").save(images / "000006.jpg", "JPEG")  # grayscale
+    Image.open(images / "000007.jpg").save(images / "000007.jpg", "PNG")             # PNG named .jpg
+    return root
+
+
+@pytest.fixture(scope="module")
+def generator_ckpt(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    config = PRESETS["tiny"]
+    uri = str(tmp_path_factory.mktemp("ckpt") / "generator.pt")
+    save_model(uri, "generator", UNet(config), config)
+    return uri
+
+
+def _config(data, out, generator, **kw) -> EmbedConfig:
+    return EmbedConfig(data=str(data), out=str(out), generator=generator, shard_size=16,
+                       batch_size=16, steps=2, **kw)
+
+
+def _latent_rows(root: str):
+    return tables.read_parquet_dir(storage.join(root, "latents"))
+
+
+def test_embed_schema_and_accounting(ray_cluster, dataset, generator_ckpt, tmp_path):
+    out = tmp_path / "run"
+    summary = run_embed(_config(dataset, out, generator_ckpt))
+    assert summary["rows_in"] == N
+    assert summary["written"] + summary["rejected"] == N
+    assert summary["rejected"] == 4
+
+    table = _latent_rows(str(out))
+    for column in ("image_id", "partition", "identity", "Male", "Eyeglasses", "landmarks", "yaw",
+                   "light", "light_score", "light_source", "latent", "recon_error", "recon_psnr"):
+        assert column in table.column_names, column
+    ids = table.column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == N - 4
+    assert {"000006.jpg", "000007.jpg"} <= set(ids)          # grayscale and PNG-as-.jpg embedded
+    latents = tables.tensor_to_numpy(table.column("latent"))
+    assert latents.shape == (N - 4, 3, 16, 16) and np.isfinite(latents).all()
+    assert set(table.column("light").to_pylist()) <= set(LIGHT_CLASSES)
+    assert np.isfinite(table.column("yaw").to_numpy()).all()
+
+    rejected = rejects.read_rejected(str(out))
+    reasons = dict(zip(rejected.column("image_id").to_pylist(), rejected.column("reason").to_pylist()))
+    assert set(reasons) == {"000002.jpg", "000003.jpg", "000004.jpg", "000005.jpg"}
+    assert "truncated" in reasons["000002.jpg"].lower()
+    assert "zero-byte" in reasons["000003.jpg"] or "empty" in reasons["000003.jpg"]
+    assert "missing" in reasons["000004.jpg"]
+    assert "not an image" in reasons["000005.jpg"]
+    assert (out / "report" / "mean_faces.png").exists()
+
+    again = run_embed(_config(dataset, out, generator_ckpt))   # complete: nothing to do
+    assert again.get("skipped") is True
+
+
+def test_embed_resumes_after_a_crash_without_duplicates(ray_cluster, dataset, generator_ckpt, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="simulated failure"):
+        run_embed(_config(dataset, out, generator_ckpt, fail_after_shards=2))
+    partial = storage.list_files(storage.join(str(out), "latents"), ".parquet")
+    assert 0 < len(partial) < 4                       # some shards done, not all
+    assert storage.completion(storage.join(str(out), "latents")) is None
+    summary = run_embed(_config(dataset, out, generator_ckpt))
+    assert summary["shards_this_run"] == 4 - len(partial)
+    ids = _latent_rows(str(out)).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == N - 4
+
+
+def test_embed_refuses_other_inputs_in_the_same_root(ray_cluster, dataset, generator_ckpt, tmp_path):
+    out = tmp_path / "run"
+    run_embed(_config(dataset, out, generator_ckpt, limit=16))
+    with pytest.raises(ValueError, match="other inputs"):
+        run_embed(_config(dataset, out, generator_ckpt, limit=20))
+
+
+def test_embed_to_s3_reads_back_identical_rows(ray_cluster, dataset, generator_ckpt, tmp_path, s3_bucket):
+    local = tmp_path / "run"
+    remote = storage.join(s3_bucket, "run")
+    run_embed(_config(dataset, local, generator_ckpt, limit=24))
+    run_embed(_config(dataset, remote, generator_ckpt, limit=24))
+    a = _latent_rows(str(local)).sort_by("image_id")
+    b = _latent_rows(remote).sort_by("image_id")
+    assert a.column("image_id").to_pylist() == b.column("image_id").to_pylist()
+    np.testing.assert_array_equal(tables.tensor_to_numpy(a.column("latent")),
+                                  tables.tensor_to_numpy(b.column("latent")))
+    assert a.column("light").to_pylist() == b.column("light").to_pylist()
+    assert storage.completion(storage.join(remote, "latents"))["written"] == 24 - 4  # 4 planted bad files
