@@ -36,7 +36,8 @@ class PipelineConfig:
     synth: dict[str, Any] = field(default_factory=lambda: {"n": 2000, "seed": 0})  # when data is None
     generator: str | None = None                # generator checkpoint; None: see resolve_generator
     train_from_scratch: bool = False            # train the generator even if the shipped one fits
-    train: dict[str, Any] = field(default_factory=dict)     # TrainConfig keys (headrot.train.config)
+    train: dict[str, Any] = field(default_factory=dict)     # TrainConfig keys for the generator
+    train_embedder: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys, when embed.method needs it
     embed: dict[str, Any] = field(default_factory=dict)     # EmbedConfig keys, less data/out
     fit: dict[str, Any] = field(default_factory=dict)       # FitConfig keys, less root
     render: dict[str, Any] = field(default_factory=lambda: {"methods": list(ALL_METHODS)})
@@ -54,6 +55,8 @@ def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> d
     out = config.out
     built = {
         "train": from_mapping(TrainConfig, {"kind": "generator", **config.train}, "config.train"),
+        "train_embedder": from_mapping(TrainConfig, {**config.train_embedder, "kind": "embedder",
+                                                     "generator": generator}, "config.train_embedder"),
         "embed": from_mapping(EmbedConfig, {**config.embed, "data": data, "out": out,
                                             "generator": generator}, "config.embed"),
         "fit": from_mapping(FitConfig, {**config.fit, "root": out}, "config.fit"),
@@ -126,6 +129,19 @@ def resolve_generator(config: PipelineConfig, data: str, train_config) -> str:
     return target
 
 
+def ensure_embedder(config: PipelineConfig, data: str, stages: dict[str, Any]) -> None:
+    """Train the paper's embedder network when the embed method needs one and none is given."""
+    embed = stages["embed"]
+    needs = embed.method == "network" or (embed.method == "refine" and embed.refine_from == "network")
+    target = storage.join(config.out, "checkpoints", "embedder", "model.pt")
+    if not needs or embed.embedder or storage.exists(target):
+        return
+    from headrot.train.driver import train
+
+    log.info("embedder: none found; training the paper's embedder through the frozen generator")
+    train(stages["train_embedder"], data, config.out)
+
+
 # ---------------------------------------------------------------------------
 # The job
 
@@ -142,6 +158,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     train_config = stage_configs(config, data, None)["train"]
     generator = resolve_generator(config, data, train_config)
     stages = stage_configs(config, data, generator)
+    ensure_embedder(config, data, stages)
     results: dict[str, Any] = {"config": runs._redact(to_mapping(config)), "data": runs.redact_uri(data),
                                "generator": runs.redact_uri(generator)}
     results["embed"] = _brief(run_embed(stages["embed"]))
