@@ -1,0 +1,54 @@
+"""`headrot run` end to end on a small synthetic set; a second run does no work."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from headrot import storage
+from headrot.model.checkpoint import save_model
+from headrot.model.unet import PRESETS, UNet
+from headrot.pipeline import PipelineConfig, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_end_to_end_then_nothing_to_do(ray_cluster, tmp_path):
+    torch.manual_seed(0)
+    generator = str(tmp_path / "generator.pt")
+    save_model(generator, "generator", UNet(PRESETS["tiny"]), PRESETS["tiny"])
+    config = PipelineConfig(
+        out=str(tmp_path / "run"),
+        synth={"n": 120, "seed": 5, "images_per_identity": 6},
+        generator=generator,
+        embed={"steps": 2, "shard_size": 32},
+        fit={"min_images": 5, "min_bins": 2},
+        render={"limit": 6, "steps": 2, "deltas": [-20, 0, 20],
+                "methods": ["headrot", "no_move", "light_agnostic", "single_direction"]},
+        evaluate={"quick": True} if _evaluate_takes_quick() else {},
+    )
+    first = run_pipeline(config)
+    assert {"embed", "fit", "render"} <= set(first["did_work"])
+    rotated = pq.read_table(str(tmp_path / "run" / "rotated"))
+    pairs = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
+                     rotated.column("method").to_pylist()))
+    assert len(pairs) == len(set(pairs)) == 6 * 3 * 4
+    for stage in ("latents", "trajectories", "rotated"):
+        assert storage.completion(str(tmp_path / "run" / stage)) is not None, stage
+
+    second = run_pipeline(config)
+    assert second["did_work"] == []
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {"embed", "fit"} <= set(run_json["stages"])
+
+
+def _evaluate_takes_quick() -> bool:
+    try:
+        from dataclasses import fields
+
+        from headrot.stages.evaluate import EvaluateConfig
+    except ImportError:
+        return False
+    return any(f.name == "quick" for f in fields(EvaluateConfig))
