@@ -1,0 +1,394 @@
+"""Light direction of a face, three classes (left / center / right), semi-supervised.
+
+The paper (Asperti, Colasuonno, Guerra 2024) labels CelebA by the direction the
+light comes from, with a semi-supervised process. Here:
+
+1. `light_features`: cheap, vectorised luminance features placed relative to the
+   5 landmarks, on small (S x S, default 32) crops: a coarse grid of the face in
+   a landmark frame, normalised by the face's mean luminance (so skin tone and
+   exposure cancel), plus left/right asymmetries of mirrored grid cells.
+2. A heuristic score: the left/right luminance asymmetry of the face,
+   CORRECTED FOR YAW (see `heuristic_azimuth` and `calibrate`).
+3. `LightLabeler`: seeds from the heuristic's confident rows (strong asymmetry ->
+   left/right, near-zero -> center) and from the user's labels, then a
+   scikit-learn `SelfTrainingClassifier` fitted on all rows' features.
+
+Convention (DESIGN.md): light 'left' = the image's left half of the face is the
+lit one; yaw > 0 = the nose points toward the image's right. The asymmetry is
+(left - right) / (left + right), so a positive score means 'left'.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # one definition of the classes for the whole project
+    from headrot.data.celeba_text import LIGHT_CLASSES
+except Exception:  # pragma: no cover - keeps this module importable on its own
+    LIGHT_CLASSES = ("left", "center", "right")
+
+LEFT, CENTER, RIGHT = LIGHT_CLASSES
+
+# ---------------------------------------------------------------------------
+# The face frame and the sampling grid
+#
+# Origin: the midpoint of the eye midpoint E and the mouth midpoint M (on the
+# face's midline whatever the yaw: both midpoints are points of the symmetry
+# plane). Unit: s = |M - E|, the eye-to-mouth distance, which yaw does not
+# foreshorten (the inter-ocular distance does). Axes: `down` = (M - E) / s and
+# `right` = down rotated by -90 degrees, so roll is removed too.
+# Grid columns are mirrored pairs about the midline; rows run from the forehead
+# to below the mouth.
+GRID_A = np.array([-1.05, -0.75, -0.45, -0.2, 0.2, 0.45, 0.75, 1.05])
+GRID_B = np.array([-1.2, -0.85, -0.5, -0.15, 0.2, 0.55, 0.9])
+# The heuristic's regions, as (column, row) indices of the grid's LEFT half (the
+# right half is their mirror): the inner columns (a = 0.2 and 0.45 s from the
+# midline: beside the nose, the inner cheeks, the inner forehead) from the
+# forehead to the mouth. On synthetic faces these cells' yaw-corrected
+# asymmetries correlate best with the light's azimuth (0.85-0.93, against 0.4-0.7
+# for the outer columns, which reach hair, ears and background at larger yaws).
+HEURISTIC_CELLS = ((2, 1), (3, 1), (2, 2), (3, 2), (2, 3), (3, 3), (2, 4), (3, 4))
+
+
+def _luminance(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,S,S,3] -> float32 [N,S,S] Rec. 601 luma in [0,1], 3x3 box-blurred."""
+    x = np.asarray(images, dtype=np.float32)
+    y = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]) / 255.0
+    # 3x3 box blur (edge-padded): each grid sample then averages ~3x3 pixels of a
+    # 32x32 face, the spacing of the grid, so the samples are not single-pixel noise.
+    p = np.pad(y, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    s = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+    return ((s[:, :, :-2] + s[:, :, 1:-1] + s[:, :, 2:]) / 9.0).astype(np.float32)
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sample img [N,H,W] at pixel coordinates x, y [N,K] (pixel centres at integers), clamped."""
+    n, h, w = img.shape
+    x = np.clip(x, 0.0, w - 1.0)
+    y = np.clip(y, 0.0, h - 1.0)
+    x0 = np.clip(np.floor(x).astype(np.int64), 0, w - 2) if w > 1 else np.zeros_like(x, np.int64)
+    y0 = np.clip(np.floor(y).astype(np.int64), 0, h - 2) if h > 1 else np.zeros_like(y, np.int64)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = x - x0
+    fy = y - y0
+    r = np.arange(n)[:, None]
+    top = img[r, y0, x0] * (1 - fx) + img[r, y0, x1] * fx
+    bot = img[r, y1, x0] * (1 - fx) + img[r, y1, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def face_grid(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Luminance [N, len(GRID_B), len(GRID_A)] sampled on the landmark grid (unnormalised)."""
+    images = np.asarray(images)
+    n, size = images.shape[0], images.shape[1]
+    lum = _luminance(images) if n else np.zeros((0, size, size), np.float32)
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 5, 2)
+    eye = lm[:, :2].mean(axis=1)
+    mouth = lm[:, 3:].mean(axis=1)
+    d = mouth - eye
+    s = np.hypot(d[:, 0], d[:, 1])
+    bad = ~np.isfinite(s) | (s < 1e-3) | ~np.all(np.isfinite(lm.reshape(n, 10)), axis=1)
+    # Fallback frame for rows without usable landmarks: the crop's centre, upright.
+    s = np.where(bad, size * 0.24, s)
+    down = np.where(bad[:, None], np.array([0.0, 1.0]), d / np.where(bad, 1.0, s)[:, None])
+    origin = np.where(bad[:, None], np.array([size / 2, size / 2]), (eye + mouth) / 2)
+    right = np.stack([down[:, 1], -down[:, 0]], axis=1)
+    aa, bb = np.meshgrid(GRID_A, GRID_B)  # [R, C]
+    aa, bb = aa.ravel(), bb.ravel()
+    # Pixel centres are at integer + 0.5 in landmark units (CelebA landmarks count pixels from 0 at
+    # the first pixel's centre in practice; a half pixel is below this grid's resolution).
+    px = origin[:, :1] + s[:, None] * (aa[None] * right[:, :1] + bb[None] * down[:, :1])
+    py = origin[:, 1:] + s[:, None] * (aa[None] * right[:, 1:] + bb[None] * down[:, 1:])
+    vals = _bilinear(lum, px, py) if n else np.zeros((0, aa.size))
+    return vals.reshape(n, len(GRID_B), len(GRID_A)).astype(np.float32)
+
+
+def raw_asymmetry(grid: np.ndarray) -> np.ndarray:
+    """(left - right) / (left + right) of the heuristic's mirrored regions, before yaw correction."""
+    ncol = grid.shape[2]
+    left = np.zeros(grid.shape[0], np.float64)
+    right = np.zeros(grid.shape[0], np.float64)
+    for c, r in HEURISTIC_CELLS:
+        left += grid[:, r, c]
+        right += grid[:, r, ncol - 1 - c]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = (left - right) / (left + right)
+    return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# ---------------------------------------------------------------------------
+# Features
+
+_NR, _NC = len(GRID_B), len(GRID_A)
+FEATURE_NAMES = (
+    tuple(f"grid_r{r}_c{c}" for r in range(_NR) for c in range(_NC))
+    + tuple(f"asym_r{r}_c{c}" for r in range(_NR) for c in range(_NC // 2))
+    + ("asym_heuristic", "yaw_over_30")
+)
+ASYM_COL = FEATURE_NAMES.index("asym_heuristic")
+YAW_COL = FEATURE_NAMES.index("yaw_over_30")
+
+
+def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """float32 [N, len(FEATURE_NAMES)] light features of S x S face crops.
+
+    images: uint8 [N,S,S,3]; landmarks: [N,10] in the S x S crop's pixel frame
+    (CelebA column order); yaw: degrees [N] (NaN allowed: it becomes 0).
+    Columns (FEATURE_NAMES): the luminance grid divided by the face's mean
+    luminance (exposure and skin tone cancel), the (left - right) / (left + right)
+    asymmetry of every mirrored pair of grid cells, the heuristic's raw
+    asymmetry (not yet yaw-corrected: that needs the whole data set, see
+    LightLabeler) and yaw / 30. Never raises on odd rows (black images, missing
+    landmarks): they get finite, uninformative values.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [N,S,S,3], got {images.shape}")
+    n = images.shape[0]
+    yaw = np.nan_to_num(np.asarray(yaw, dtype=np.float64).reshape(n), nan=0.0, posinf=0.0, neginf=0.0)
+    grid = face_grid(images, np.asarray(landmarks, dtype=np.float64).reshape(n, 10)).astype(np.float64)
+    inner = grid[:, 1:_NR - 1, 1:_NC - 1].mean(axis=(1, 2))
+    norm = grid / np.maximum(inner, 1e-3)[:, None, None]
+    left = grid[:, :, : _NC // 2]
+    right = grid[:, :, ::-1][:, :, : _NC // 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pairs = np.where(left + right > 1e-6, (left - right) / (left + right), 0.0)
+    out = np.concatenate([
+        norm.reshape(n, _NR * _NC), pairs.reshape(n, _NR * (_NC // 2)),
+        raw_asymmetry(grid)[:, None], (yaw / 30.0)[:, None],
+    ], axis=1)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# The heuristic: yaw-corrected asymmetry, in degrees of light azimuth
+#
+# Why a yaw correction. Shading depends on the light's direction RELATIVE TO THE
+# HEAD: a head turned right (yaw > 0) under a frontal light is shaded like a
+# frontal head lit from its left, because the image-left cheek now faces the
+# light and the image-right one turns to a grazing angle. So the raw asymmetry
+# measures (azimuth - yaw), not the azimuth: on synthetic faces, near the centre
+# class, asymmetry ~ alpha + beta * (yaw - azimuth) with the same beta for both
+# (0.0070 vs 0.0073 per degree), and yaw alone shifts the asymmetry by as much as
+# a light moved 30 degrees. Uncorrected, turned heads under frontal light read as
+# side-lit, exactly the confusion the paper's light-conditioned trajectories must
+# avoid.
+#
+# The correction. The residual asymmetry - alpha - beta * yaw, divided by beta,
+# is the azimuth in degrees (beta: the synthetic calibration; alpha: fitted on
+# the data set; see `calibrate` for why beta is not regressed on yaw):
+#
+#     azimuth_hat = yaw - (asymmetry - alpha) / beta    (< 0: light at the image's left)
+#
+# so the class thresholds are stated as angles. The linear model holds while
+# the light is within ~60 degrees of the head's front; beyond it (strong side
+# light on a head turned away from it) the inner cells are both in shadow and
+# the asymmetry falls back toward zero: those rows read as 'center', the main
+# limit of this heuristic (see the report in bench/light.py's output).
+DEFAULT_ALPHA = 0.0
+DEFAULT_BETA = 0.0065          # asymmetry per degree of (yaw - azimuth) near the centre class, synthetic, S = 32
+CENTER_HALF_WIDTH_DEG = 20.0   # |azimuth| below this is 'center' (headrot.synth's truth threshold)
+SEED_MARGIN_DEG = 6.0          # heuristic seeds only this far (or more) from a class boundary
+MIN_FIT_ROWS = 40              # fewer rows: default calibration, heuristic labels only
+
+
+@dataclass(frozen=True)
+class Calibration:
+    alpha: float
+    beta: float
+    center_half_width: float
+    fitted: bool               # False: the synthetic defaults were used
+
+
+def _huber_line(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[float, float]:
+    """Robust y ~ a + b x (scikit-learn's HuberRegressor); x scaled for conditioning."""
+    from sklearn.linear_model import HuberRegressor
+
+    sx = max(float(np.std(x)), 1e-9)
+    h = HuberRegressor(epsilon=epsilon, alpha=0.0, max_iter=500).fit((x / sx)[:, None], y)
+    return float(h.intercept_), float(h.coef_[0]) / sx
+
+
+def calibrate(asym: np.ndarray, yaw: np.ndarray, center_half_width: float = CENTER_HALF_WIDTH_DEG) -> Calibration:
+    """alpha (data set) and beta (synthetic default) of asymmetry ~ alpha + beta * (yaw - azimuth).
+
+    beta is NOT taken from a regression of the asymmetry on yaw over the data
+    set: measured on 5,000 synthetic faces (yaw +-45, light +-75 degrees) a
+    Huber fit gives beta = 0.0036, half the slope near the centre class (0.0065),
+    because strong side light saturates the asymmetry and flattens the global
+    fit; heuristic accuracy falls from 78.5 % to 72.7 %. So beta stays at
+    DEFAULT_BETA and only the offset alpha (a camera or data-set bias) is fitted,
+    as a median of (asymmetry - beta * yaw), which over a data set whose light is
+    independent of its yaw is robust to the side-lit tails. `beta_huber` keeps
+    the regression's slope as a diagnostic.
+    """
+    ok = np.isfinite(asym) & np.isfinite(yaw)
+    a, y = np.asarray(asym, np.float64)[ok], np.asarray(yaw, np.float64)[ok]
+    if a.size < MIN_FIT_ROWS:
+        return Calibration(DEFAULT_ALPHA, DEFAULT_BETA, center_half_width, False)
+    alpha = float(np.median(a - DEFAULT_BETA * y))
+    return Calibration(alpha if np.isfinite(alpha) else DEFAULT_ALPHA, DEFAULT_BETA, center_half_width, True)
+
+
+def beta_huber(asym: np.ndarray, yaw: np.ndarray) -> float:
+    """Diagnostic: the robust (Huber) slope of asymmetry on yaw over a data set (NaN if unfit)."""
+    ok = np.isfinite(asym) & np.isfinite(yaw)
+    if ok.sum() < MIN_FIT_ROWS or np.std(np.asarray(yaw)[ok]) < 3.0:
+        return float("nan")
+    return _huber_line(np.asarray(yaw, np.float64)[ok], np.asarray(asym, np.float64)[ok])[1]
+
+
+def heuristic_azimuth(features: np.ndarray, yaw: np.ndarray, cal: Calibration) -> np.ndarray:
+    """Estimated light azimuth in degrees (< 0: light at the image's left), from the features."""
+    f = np.asarray(features, dtype=np.float64)
+    y = np.nan_to_num(np.asarray(yaw, dtype=np.float64).reshape(len(f)), nan=0.0)
+    return y - (f[:, ASYM_COL] - cal.alpha) / cal.beta
+
+
+def classes_from_azimuth(az: np.ndarray, center_half_width: float) -> np.ndarray:
+    return np.where(az < -center_half_width, LEFT, np.where(az > center_half_width, RIGHT, CENTER)).astype(object)
+
+
+def heuristic_labels(features: np.ndarray, yaw: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, confidence in [1/3, 1]) from the yaw-corrected asymmetry alone."""
+    az = heuristic_azimuth(features, yaw, cal)
+    labels = classes_from_azimuth(az, cal.center_half_width)
+    dist = np.abs(np.abs(az) - cal.center_half_width)  # degrees to the nearest class boundary
+    conf = 1.0 / 3.0 + (2.0 / 3.0) * (1.0 - np.exp(-dist / SEED_MARGIN_DEG))
+    return labels, conf
+
+
+# ---------------------------------------------------------------------------
+# The semi-supervised labeler
+
+
+def _clean_known(known_labels, n: int) -> np.ndarray:
+    """known_labels -> object array of class names, "" where unknown (None / NaN / "")."""
+    if known_labels is None:
+        return np.full(n, "", dtype=object)
+    k = np.asarray(known_labels, dtype=object).reshape(-1)
+    if k.size != n:
+        raise ValueError(f"known_labels has {k.size} rows, features have {n}")
+    out = np.full(n, "", dtype=object)
+    for i, v in enumerate(k):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        s = str(v).strip().lower()
+        if s in ("", "none", "nan"):
+            continue
+        if s not in LIGHT_CLASSES:
+            raise ValueError(f"unknown light label {v!r} (expected one of {LIGHT_CLASSES})")
+        out[i] = s
+    return out
+
+
+class LightLabeler:
+    """Light direction classes for a whole data set (fit and predict on the same rows).
+
+    fit: calibrate the yaw correction on all rows; calibrate the centre class's
+    half-width from the user's labels when they cover enough rows of at least two
+    classes; seed with the user's labels plus the heuristic's confident rows
+    (>= SEED_MARGIN_DEG from a class boundary); fit a SelfTrainingClassifier
+    (standardised features -> logistic regression) on all rows.
+    predict: the user's labels win where given (source "labels"), the classifier
+    elsewhere ("classifier"), the heuristic where no classifier could be fitted
+    ("heuristic": fewer than MIN_FIT_ROWS rows, or fewer than two seeded classes).
+    """
+
+    def __init__(self, seed: int = 0, center_half_width: float = CENTER_HALF_WIDTH_DEG,
+                 seed_margin: float = SEED_MARGIN_DEG):
+        self.seed = int(seed)
+        self.center_half_width = float(center_half_width)
+        self.seed_margin = float(seed_margin)
+        self.calibration_: Calibration | None = None
+        self.classifier_ = None
+        self.n_seeds_: dict[str, int] = {}
+
+    # -- inputs
+
+    def _design(self, features: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        """Classifier inputs: the features, the heuristic azimuth and its yaw interaction."""
+        az = heuristic_azimuth(features, yaw, self.calibration_) / 30.0
+        y = np.nan_to_num(np.asarray(yaw, np.float64).reshape(len(features)), nan=0.0) / 30.0
+        return np.concatenate([np.asarray(features, np.float64), az[:, None], (az * y)[:, None]], axis=1)
+
+    def _calibrate_half_width(self, features, yaw, known) -> float:
+        """The centre half-width that best reproduces the user's labels (default without them)."""
+        have = known != ""
+        classes = set(known[have])
+        if have.sum() < 10 or len(classes) < 2:
+            return self.center_half_width
+        az = heuristic_azimuth(features[have], yaw[have], self.calibration_)
+        grid = np.arange(2.0, 60.5, 0.5)
+        agree = [np.mean(classes_from_azimuth(az, w) == known[have]) for w in grid]
+        best = grid[np.flatnonzero(np.asarray(agree) == np.max(agree))]
+        return float(np.median(best))
+
+    # -- fit / predict
+
+    def fit(self, features: np.ndarray, yaw: np.ndarray, known_labels=None) -> "LightLabeler":
+        f = np.nan_to_num(np.asarray(features, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        n = f.shape[0]
+        y = np.asarray(yaw, dtype=np.float64).reshape(n)
+        known = _clean_known(known_labels, n)
+        self.calibration_ = calibrate(f[:, ASYM_COL] if n else np.zeros(0), y, self.center_half_width)
+        width = self._calibrate_half_width(f, y, known)
+        cal = self.calibration_
+        self.calibration_ = Calibration(cal.alpha, cal.beta, width, cal.fitted)
+        self.classifier_ = None
+        if n < MIN_FIT_ROWS:
+            return self
+
+        az = heuristic_azimuth(f, y, self.calibration_)
+        dist = np.abs(az) - width  # > 0 outside the centre band
+        seeds = np.full(n, "", dtype=object)
+        seeds[(dist > self.seed_margin) & (az < 0)] = LEFT
+        seeds[(dist > self.seed_margin) & (az > 0)] = RIGHT
+        seeds[dist < -self.seed_margin] = CENTER
+        seeds[known != ""] = known[known != ""]
+        self.n_seeds_ = {c: int(np.sum(seeds == c)) for c in LIGHT_CLASSES}
+        present = [c for c in LIGHT_CLASSES if self.n_seeds_[c] >= 2]
+        if len(present) < 2 or sum(self.n_seeds_.values()) < MIN_FIT_ROWS // 2:
+            return self
+
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.semi_supervised import SelfTrainingClassifier
+
+        target = np.array([LIGHT_CLASSES.index(s) if s else -1 for s in seeds], dtype=np.int64)
+        base = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500, random_state=self.seed))
+        clf = SelfTrainingClassifier(base, threshold=0.9, max_iter=3)
+        try:
+            clf.fit(self._design(f, y), target)
+        except Exception:  # e.g. a degenerate solver failure: heuristic labels instead
+            return self
+        self.classifier_ = clf
+        return self
+
+    def predict(self, features: np.ndarray, yaw: np.ndarray, known_labels=None):
+        """(labels [N] str, score [N] float in [0,1], source [N] str)."""
+        if self.calibration_ is None:
+            raise RuntimeError("LightLabeler.predict before fit")
+        f = np.nan_to_num(np.asarray(features, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        n = f.shape[0]
+        y = np.asarray(yaw, dtype=np.float64).reshape(n)
+        known = _clean_known(known_labels, n)
+        if n == 0:
+            return np.zeros(0, dtype=object), np.zeros(0, np.float32), np.zeros(0, dtype=object)
+        if self.classifier_ is not None:
+            proba = self.classifier_.predict_proba(self._design(f, y))
+            cls = np.asarray(self.classifier_.classes_, dtype=np.int64)
+            labels = np.array([LIGHT_CLASSES[c] for c in cls[np.argmax(proba, axis=1)]], dtype=object)
+            score = proba.max(axis=1)
+            source = np.full(n, "classifier", dtype=object)
+        else:
+            labels, score = heuristic_labels(f, y, self.calibration_)
+            source = np.full(n, "heuristic", dtype=object)
+        have = known != ""
+        labels[have] = known[have]
+        score = np.where(have, 1.0, score)
+        source[have] = "labels"
+        return labels, np.clip(score, 0.0, 1.0).astype(np.float32), source
