@@ -1,0 +1,74 @@
+"""The report's figures (matplotlib, Agg backend: no display needed). Each returns PNG bytes."""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+
+# One colour and marker per method, stable across figures.
+STYLE = {
+    "headrot": ("tab:blue", "o"), "no_move": ("tab:gray", "s"), "light_agnostic": ("tab:orange", "^"),
+    "single_direction": ("tab:green", "v"), "centroid_path": ("tab:purple", "D"),
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def metric_vs_delta(methods: dict[str, dict[str, dict]], key: str, ylabel: str, title: str,
+                    band: float | None = None, band_label: str = "", ideal: str | None = None) -> bytes:
+    """One line per method of methods[m][delta][key] against delta (str keys as in report.json).
+
+    band: draw a grey band [0, band] (e.g. the pose estimator's held-out MAE: errors inside it
+    are below what the estimator can resolve). ideal: "abs" draws y = |delta| (no_move's pose error).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    all_d: list[int] = []
+    for i, (method, per_delta) in enumerate(sorted(methods.items())):
+        pts = sorted((int(d), v.get(key)) for d, v in per_delta.items() if v.get(key) is not None)
+        if not pts:
+            continue
+        d, y = zip(*pts)
+        all_d.extend(d)
+        color, marker = STYLE.get(method, (f"C{(i + 5) % 10}", "x"))
+        ax.plot(d, y, marker=marker, color=color, label=method, lw=1.6, ms=5)
+    if band:
+        ax.axhspan(0, band, color="0.85", zorder=0, label=band_label or None)
+    if ideal == "abs" and all_d:
+        xs = np.linspace(min(all_d), max(all_d), 50)
+        ax.plot(xs, np.abs(xs), ls=":", color="0.5", lw=1, label="|delta|")
+    ax.set_xlabel("delta (degrees; target yaw = source yaw + delta)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if all_d:
+        ax.set_xticks(sorted(set(all_d)))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
+def cases_sheet(cases: Sequence[dict], with_truth: bool) -> bytes:
+    """Rows: source | render | ground truth (when known), labelled with the case's kind and PSNR.
+
+    cases: dicts with source, render, truth (uint8 [S,S,3]) and label."""
+    from headrot.report.contact_sheet import contact_sheet
+    from headrot.train.grid import png_bytes
+
+    rows = [(c["source"], [c["render"], c["truth"]] if with_truth else [c["render"]]) for c in cases]
+    cols = ["render", "ground truth"] if with_truth else ["render"]
+    return png_bytes(contact_sheet(rows, cols, [c["label"] for c in cases], source_label="source"))
