@@ -1,0 +1,44 @@
+"""Smoke tests of the benchmarks at tiny sizes: JSON with the expected keys, finite positive rates,
+and BENCHMARKS.md built from them. The figures themselves are not checked (shared machines)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_model_and_train_benchmarks_write_results(tmp_path):
+    from bench import all as bench_all
+    from bench import common, model, train
+
+    result = common.write_result("model", model.run(("tiny",), quick=True), tmp_path)
+    tiny = result["tiny"]
+    for key in ("forward_image_calls_per_s", "render_images_per_s", "embed_images_per_s",
+                "render_flop_bound", "embed_flop_bound", "render_of_flop_bound"):
+        assert _positive(tiny[key]), (key, tiny[key])
+    assert tiny["embed_calls_per_image"] == 21.0  # inversion (2, 0) at 10 steps: 2 + 9, then 10 to decode
+    assert _positive(result["matmul_gflop_per_s"]) and result["machine"]["cores"] >= 1
+
+    result = common.write_result("train", train.run(("tiny",), quick=True, steps=1), tmp_path)
+    for key in ("samples_per_s", "flop_bound_samples_per_s", "of_flop_bound"):
+        assert _positive(result["tiny"][key]), key
+    assert json.loads((tmp_path / "train.json").read_text())["benchmark"] == "train"
+
+    text = bench_all.report(tmp_path)
+    assert "## Model on this CPU" in text and "## Training step" in text and "Scaling projection" in text
+
+
+def test_fit_benchmark_against_pyarrow_read(ray_cluster, tmp_path):
+    from bench import common, fit
+
+    result = common.write_result("fit", fit.run(300, "demo", n_files=2, quick=True, workdir=str(tmp_path)), tmp_path)
+    for key in ("ray_rows_per_s", "ray_mb_per_s", "read_mb_per_s", "plain_fit_mb_per_s", "ratio"):
+        assert _positive(result[key]), (key, result[key])
+    assert result["rows"] == 300 and result["files"] == 2
