@@ -34,7 +34,7 @@ CLUSTER_CONFIGS = sorted((ROOT / "cluster").glob("*.yaml"))
 MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
 JOB_FILES = sorted(p for p in (ROOT / "jobs").glob("*.py") if not p.name.startswith("_"))
 RUNTIME_ENV = ROOT / "jobs" / "runtime_env.yaml"
-CLUSTER_DOC = ROOT / "docs" / "cluster.md"
+CLUSTER_DOC = ROOT / "README.md"  # its "Running on a cluster" section
 
 # jobs/<file>.py -> the `headrot` subcommand it runs
 JOB_COMMAND = {"pipeline": "run"}
