@@ -31,7 +31,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=repr)  # keys need not be strings (YAML `1:`)
     if unknown:
         raise ValueError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; "

@@ -147,6 +147,15 @@ def ensure_embedder(config: PipelineConfig, data: str, stages: dict[str, Any]) -
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    from headrot.lock import run_lock
+
+    # Validate every section before the first byte (the lock included) is written.
+    stage_configs(config, config.data or storage.join(config.out, "data"), config.generator)
+    with run_lock(config.out, "run"):  # one writer per run root (headrot/lock.py)
+        return _run_pipeline(config)
+
+
+def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     from headrot.stages.embed import run_embed
     from headrot.stages.fit import run_fit
     from headrot.stages.render import run_render

@@ -11,15 +11,19 @@ For S3-compatible servers set AWS_ENDPOINT_URL (botocore reads it; so does s3fs)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import fsspec
 import pyarrow.fs as pafs
 
 SUCCESS = "_SUCCESS"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One path component: letters, digits, dot, dash, underscore; no leading dot
 # (which also rules out '.' and '..').
@@ -90,9 +94,75 @@ def join(root: str, *parts: str) -> str:
 # Whole-object reads and writes
 
 
+# ---------------------------------------------------------------------------
+# Retries: an object store that drops off for a while (restart, network blip)
+# must not fail a long job. Connection-level errors are retried with capped
+# exponential backoff; anything else (missing object, access denied) is not.
+
+
+class StorageUnavailable(OSError):
+    """The object store stayed unreachable through every retry."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                        FileExistsError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and _transient(cause)
+
+
+def _retrying(what: str, uri: str, fn: Callable[[], T]) -> T:
+    """fn(), retried on transient errors for remote URIs: HEADROT_IO_ATTEMPTS tries (default 6),
+    waits of 0.5 s doubling up to HEADROT_IO_BACKOFF_MAX_S (default 10 s)."""
+    if not is_remote(uri):
+        return fn()
+    attempts = max(1, int(os.environ.get("HEADROT_IO_ATTEMPTS", "6")))
+    cap = float(os.environ.get("HEADROT_IO_BACKOFF_MAX_S", "10"))
+    started = time.time()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            if attempt == attempts:
+                bucket = uri.split("://", 1)[1].split("/", 1)[0]
+                endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+                raise StorageUnavailable(
+                    f"storage: {what} {_redacted(uri)} failed: bucket '{bucket}' at {endpoint} was "
+                    f"unreachable for {attempts} attempts over {time.time() - started:.0f}s "
+                    f"({type(exc).__name__}: {exc}). Files written before this point are complete "
+                    "and kept; the stage is not marked _SUCCESS. Rerun the same command once the "
+                    "store is back: it redoes only what is missing."
+                ) from exc
+            wait = min(cap, 0.5 * 2 ** (attempt - 1))
+            log.warning("storage: %s %s failed (%s); retry %d/%d in %.1fs",
+                        what, _redacted(uri), type(exc).__name__, attempt, attempts - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _redacted(uri: str) -> str:
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", uri)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write one object whole. Local files go through a temporary name and a rename,
-    so a reader never sees half a file; an S3 PUT is atomic by itself."""
+    so a reader never sees half a file; an S3 PUT is atomic by itself (retried while
+    the store is unreachable)."""
+    _retrying("writing", uri, lambda: _write_bytes(uri, data))
+
+
+def _write_bytes(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if not is_remote(uri):
@@ -107,14 +177,16 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = filesystem(uri)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    def read() -> bytes:
+        fs, path = filesystem(uri)
+        with fs.open(path, "rb") as f:
+            return f.read()
+    return _retrying("reading", uri, read)
 
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    return _retrying("checking", uri, lambda: fs.exists(path))
 
 
 def write_json(uri: str, obj: Any) -> None:
@@ -129,7 +201,7 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     """Full URIs of the files directly under `uri` ending in `suffix`, sorted; [] if absent."""
     fs, path = filesystem(uri)
     try:
-        entries = fs.ls(path, detail=True)
+        entries = _retrying("listing", uri, lambda: fs.ls(path, detail=True))
     except FileNotFoundError:
         return []
     prefix = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""

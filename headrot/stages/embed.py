@@ -27,6 +27,7 @@ from headrot.data import celeba_text
 from headrot.data.dataset import decode_batch, select_rows
 from headrot.data.images import central_square
 from headrot.data.index import Index, read_index
+from headrot.lock import locked
 from headrot.stages import sharding
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class EmbedShards:
         from headrot.model.embedding import embed, psnr
 
         self.calls += 1
+        sharding.fault_point(self.calls)  # tests only (HEADROT_FAULT); a no-op otherwise
         if self.config.fail_after_shards is not None and self.calls > self.config.fail_after_shards:
             raise RuntimeError(f"embed: simulated failure after {self.config.fail_after_shards} shards")
         n = int(batch["n"][0])
@@ -296,6 +298,7 @@ def _data_fingerprint(data: str, light_labels: str | None) -> str:
     return runs.hash_uris(files)
 
 
+@locked(lambda config: config.out, STAGE)   # one writer per run root (headrot/lock.py)
 def run_embed(config: EmbedConfig) -> dict[str, Any]:
     """Run (or resume) the embed stage; returns its summary (also in latents/_SUCCESS)."""
     import ray

@@ -23,6 +23,7 @@ import pyarrow as pa
 from headrot import runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
+from headrot.lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def _fingerprint(config: FitConfig, files: list[str]) -> str:
     })
 
 
+@locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_fit(config: FitConfig) -> dict[str, Any]:
     """Fit (or skip, when complete with the same inputs) the trajectories; returns the summary."""
     import ray

@@ -32,6 +32,7 @@ import pyarrow as pa
 from headrot import rejects, runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
+from headrot.lock import locked
 from headrot.stages import sharding
 from headrot.stages.fit import FILE as TRAJECTORIES_FILE
 from headrot.stages.fit import SPLITS, TRAJECTORIES
@@ -364,6 +365,7 @@ def _fingerprint(config: RenderConfig, files: list[str]) -> str:
     })
 
 
+@locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_render(config: RenderConfig) -> dict[str, Any]:
     """Render (or resume, or skip when complete) the rotated dataset; returns its summary."""
     import ray

@@ -140,6 +140,32 @@ class Progress:
         return self.rows_done / max(time.time() - self.started, 1e-9)
 
 
+def fault_point(calls: int) -> None:
+    """Fault injection for the reliability tests (tests/test_reliability.py); a no-op unless
+    HEADROT_FAULT="kill|hang:N:/path/marker" is in a model actor's environment. On its N-th
+    shard the actor creates the marker (O_EXCL, so only once per marker: a restarted actor
+    goes on) and then SIGKILLs itself (a worker fault) or hangs (holds the job mid-stage so
+    the test can kill the driver)."""
+    spec = os.environ.get("HEADROT_FAULT")
+    if not spec:
+        return
+    action, n, marker = spec.split(":", 2)
+    if calls != int(n):
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    while action == "hang":
+        time.sleep(1)
+
+
 def set_torch_threads(n: int) -> None:
     import torch
 
