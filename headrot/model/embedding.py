@@ -86,7 +86,10 @@ def embed(
     refine_lr: float = 0.05,
     refine_from: Literal["inversion", "network"] = "inversion",
     schedule: ScheduleConfig | None = None,
-    inversion_iterations: tuple[int, int] = (2, 0),
+    # (fixed-point iterations at the first step, iterations per later step). Measured on the
+    # demo generator, 10 steps, held-out faces: (2, 0) 14.9 dB, (5, 0) 18.3, (5, 2) 26.3,
+    # (10, 3) 30.2 dB; (5, 2) is the default: 3x fewer network calls than (10, 3) for most of it.
+    inversion_iterations: tuple[int, int] = (5, 2),
 ) -> EmbedResult:
     """Latents of `images` [N,C,S,S] in [-1, 1] and the reconstruction error of each.
 

@@ -55,6 +55,7 @@ class EmbedConfig:
     steps: int = 10                                      # DDIM steps inside the embedding (the paper's 10)
     refine_steps: int = 30                               # Adam steps of the refine method
     refine_lr: float = 0.05
+    inversion_iterations: tuple[int, int] = (5, 2)       # see headrot.model.embedding.embed
     partitions: tuple[int, ...] | None = None            # None: every partition
     limit: int | None = None                             # first N index rows (after partitions)
     shard_size: int = 512                                # rows per output file
@@ -221,6 +222,7 @@ class EmbedShards:
                 x, self.config.method, self.generator, embedder=self.embedder,
                 steps=self.config.steps, refine_steps=self.config.refine_steps,
                 refine_lr=self.config.refine_lr, refine_from=self.config.refine_from,
+                inversion_iterations=self.config.inversion_iterations,
             )
             latents[start:start + len(sel)] = result.latents.float().cpu().numpy()
             errors[start:start + len(sel)] = result.recon_error.float().cpu().numpy()
