@@ -6,11 +6,13 @@ light comes from, with a semi-supervised process. Here:
 1. `light_features`: cheap, vectorised luminance features placed relative to the
    5 landmarks, on small (S x S, default 32) crops: a coarse grid of the face in
    a landmark frame, normalised by the face's mean luminance (so skin tone and
-   exposure cancel), plus left/right asymmetries of mirrored grid cells.
-2. A heuristic score: the left/right luminance asymmetry of the face,
-   CORRECTED FOR YAW (see `heuristic_azimuth` and `calibrate`).
-3. `LightLabeler`: seeds from the heuristic's confident rows (strong asymmetry ->
-   left/right, near-zero -> center) and from the user's labels, then a
+   exposure cancel), plus left/right asymmetries of mirrored grid cells, plus
+   the physical heuristic's azimuth and fit loss (`physical_azimuth`).
+2. A heuristic azimuth: the light azimuth that best explains the face band's
+   shading under a Lambertian model of a head turned by the landmark yaw
+   (`physical_azimuth`), minus the data set's median (`calibrate`).
+3. `LightLabeler`: seeds from the heuristic's confident rows (azimuth far from
+   the +-20 degree class boundaries) and from the user's labels, then a
    scikit-learn `SelfTrainingClassifier` fitted on all rows' features.
 
 Convention (DESIGN.md): light 'left' = the image's left half of the face is the
@@ -118,6 +120,102 @@ def raw_asymmetry(grid: np.ndarray) -> np.ndarray:
     return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+
+# ---------------------------------------------------------------------------
+# The physical heuristic: the light azimuth that best explains the shading
+#
+# A linear asymmetry saturates: strong side light on a head turned the other way
+# leaves both inner cheeks in shadow and reads 'center'. Instead, model the face
+# band (from the eyes to below the nose) as the front of a head whose horizontal
+# cross-section is an ellipse, semi-axes PHYS_W (across) and PHYS_D (depth) in
+# units of the eye-to-mouth distance s (adult norms: half head breadth ~75 mm,
+# half head depth ~95 mm, eye-to-mouth ~70 mm), turned by the yaw from the
+# landmarks. Each sample is a face point fixed on that ellipse (PHYS_T from the
+# front, at a few heights), so its image position and normal follow; under a distant
+# light at azimuth phi a roughly Lambertian, roughly uniform-albedo skin is
+# A (ambient + max(0, cos(psi - phi))). For each row, every (phi, ambient) on a
+# grid is scored by the robust spread of log(observed) - log(model) after
+# removing its median (the unknown albedo and exposure A cancel), and the best
+# phi is the row's azimuth. Clipping at 0 is what keeps the information the
+# linear asymmetry loses: which part of the head is still lit when the inner
+# cheeks are both dark. Generic facts only (ellipse proportions, Lambertian skin).
+PHYS_W = 1.0                     # head half-breadth / s
+PHYS_D = 1.2                     # head half-depth / s (front of the face to the head's centre)
+PHYS_T = np.radians(np.linspace(-60.0, 60.0, 11))  # sample points: angle around the head from the front
+PHYS_ROWS = (-0.5, -0.2, 0.1, 0.3)       # sample rows, b in the face frame (eyes -0.5, mouth +0.5)
+PHYS_VISIBLE = 0.3                       # a sample counts where its normal's cos to the camera exceeds this
+PHYS_PHI = np.arange(-120.0, 120.5, 2.0)  # candidate azimuths, degrees
+PHYS_AMBIENT = (0.1, 0.2, 0.35, 0.5)     # candidate ambient shares
+PHYS_CLIP = 0.3                          # robust loss: squared log-residuals clipped at this
+PHYS_CHUNK = 2048                        # rows per vectorised block
+
+
+def _face_frame(landmarks: np.ndarray, size: int):
+    """(origin [N,2], s [N], down [N,2], right [N,2], bad [N]) of the landmark frame (see face_grid)."""
+    n = landmarks.shape[0]
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 5, 2)
+    eye = lm[:, :2].mean(axis=1)
+    mouth = lm[:, 3:].mean(axis=1)
+    d = mouth - eye
+    s = np.hypot(d[:, 0], d[:, 1])
+    bad = ~np.isfinite(s) | (s < 1e-3) | ~np.all(np.isfinite(lm.reshape(n, 10)), axis=1)
+    s = np.where(bad, size * 0.24, s)
+    down = np.where(bad[:, None], np.array([0.0, 1.0]), d / np.where(bad, 1.0, s)[:, None])
+    origin = np.where(bad[:, None], np.array([size / 2, size / 2]), (eye + mouth) / 2)
+    right = np.stack([down[:, 1], -down[:, 0]], axis=1)
+    return origin, s, down, right, bad
+
+
+def physical_azimuth(lum: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(azimuth degrees [N], robust loss [N]) of the best Lambertian explanation of the face band.
+
+    lum: [N,S,S] luminance (see _luminance); landmarks [N,10] in its pixel frame;
+    yaw [N] degrees (NaN -> 0). Rows without landmarks get azimuth 0, loss NaN.
+    """
+    n, size = lum.shape[0], lum.shape[1]
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    yaw = np.nan_to_num(np.asarray(yaw, np.float64).reshape(n), nan=0.0, posinf=0.0, neginf=0.0)
+    origin, s, down, right, bad = _face_frame(landmarks, size)
+    th = np.radians(np.clip(yaw, -90, 90))[:, None]
+    # Face points fixed on the head (angle t from the front on the ellipse), turned by the yaw:
+    # image offset from the midline (whose point is the front, at camera x = D sin th) and the
+    # camera-frame normal azimuth psi = (head-frame normal azimuth) + th.
+    t = PHYS_T[None]
+    a = PHYS_W * np.sin(t) * np.cos(th) + PHYS_D * np.cos(t) * np.sin(th) - PHYS_D * np.sin(th)
+    psi1 = np.arctan2(np.sin(t) / PHYS_W, np.cos(t) / PHYS_D) + th
+    obs = []
+    for b in PHYS_ROWS:
+        px = origin[:, :1] + s[:, None] * (a * right[:, :1] + b * down[:, :1])
+        py = origin[:, 1:] + s[:, None] * (a * right[:, 1:] + b * down[:, 1:])
+        obs.append(_bilinear(lum, px, py))
+    lo = np.log(np.maximum(np.concatenate(obs, axis=1), 0.01))
+    psi = np.tile(psi1, (1, len(PHYS_ROWS)))
+    wt = (np.cos(psi) > PHYS_VISIBLE).astype(np.float64)   # hidden or grazing samples do not count
+    phi = np.radians(PHYS_PHI)
+    az = np.zeros(n)
+    loss = np.zeros(n)
+    c = PHYS_CLIP
+    for c0 in range(0, n, PHYS_CHUNK):
+        sl = slice(c0, c0 + PHYS_CHUNK)
+        cosd = np.maximum(0.0, np.cos(psi[sl, None, :] - phi[None, :, None]))  # [n, P, K]
+        w = wt[sl, None, :]
+        sw = np.maximum(w.sum(axis=2, keepdims=True), 1.0)
+        best = None
+        for amb in PHYS_AMBIENT:
+            r = lo[sl, None, :] - np.log(amb + cosd)
+            r -= (r * w).sum(axis=2, keepdims=True) / sw               # albedo and exposure: the mean ...
+            r -= (np.clip(r, -c, c) * w).sum(axis=2, keepdims=True) / sw  # ... refined, robust to outliers
+            lss = (np.minimum(r * r, c * c) * w).sum(axis=2) / sw[..., 0]
+            best = lss if best is None else np.minimum(best, lss)
+        k = np.argmin(best, axis=1)
+        az[sl] = PHYS_PHI[k]
+        loss[sl] = best[np.arange(len(k)), k]
+    az = np.where(bad, 0.0, az)
+    loss = np.where(bad, np.nan, loss)
+    return az, loss
+
+
 # ---------------------------------------------------------------------------
 # Features
 
@@ -125,10 +223,12 @@ _NR, _NC = len(GRID_B), len(GRID_A)
 FEATURE_NAMES = (
     tuple(f"grid_r{r}_c{c}" for r in range(_NR) for c in range(_NC))
     + tuple(f"asym_r{r}_c{c}" for r in range(_NR) for c in range(_NC // 2))
-    + ("asym_heuristic", "yaw_over_30")
+    + ("asym_heuristic", "yaw_over_30", "phys_azimuth_over_30", "phys_loss")
 )
 ASYM_COL = FEATURE_NAMES.index("asym_heuristic")
 YAW_COL = FEATURE_NAMES.index("yaw_over_30")
+PHYS_COL = FEATURE_NAMES.index("phys_azimuth_over_30")
+PHYS_LOSS_COL = FEATURE_NAMES.index("phys_loss")
 
 
 def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -> np.ndarray:
@@ -148,7 +248,9 @@ def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -
         raise ValueError(f"images must be [N,S,S,3], got {images.shape}")
     n = images.shape[0]
     yaw = np.nan_to_num(np.asarray(yaw, dtype=np.float64).reshape(n), nan=0.0, posinf=0.0, neginf=0.0)
-    grid = face_grid(images, np.asarray(landmarks, dtype=np.float64).reshape(n, 10)).astype(np.float64)
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 10)
+    grid = face_grid(images, lm).astype(np.float64)
+    phys_az, phys_loss = physical_azimuth(_luminance(images) if n else np.zeros((0,) + images.shape[1:3]), lm, yaw)
     inner = grid[:, 1:_NR - 1, 1:_NC - 1].mean(axis=(1, 2))
     norm = grid / np.maximum(inner, 1e-3)[:, None, None]
     left = grid[:, :, : _NC // 2]
@@ -158,39 +260,24 @@ def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -
     out = np.concatenate([
         norm.reshape(n, _NR * _NC), pairs.reshape(n, _NR * (_NC // 2)),
         raw_asymmetry(grid)[:, None], (yaw / 30.0)[:, None],
+        (phys_az / 30.0)[:, None], np.nan_to_num(phys_loss, nan=1.0)[:, None],
     ], axis=1)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
-# The heuristic: yaw-corrected asymmetry, in degrees of light azimuth
+# The heuristic: the physical azimuth, recentred on the data set
 #
-# Why a yaw correction. Shading depends on the light's direction RELATIVE TO THE
-# HEAD: a head turned right (yaw > 0) under a frontal light is shaded like a
-# frontal head lit from its left, because the image-left cheek now faces the
-# light and the image-right one turns to a grazing angle. So the raw asymmetry
-# measures (azimuth - yaw), not the azimuth: on synthetic faces, near the centre
-# class, asymmetry ~ alpha + beta * (yaw - azimuth) with the same beta for both
-# (0.0070 vs 0.0073 per degree), and yaw alone shifts the asymmetry by as much as
-# a light moved 30 degrees. Uncorrected, turned heads under frontal light read as
-# side-lit, exactly the confusion the paper's light-conditioned trajectories must
-# avoid.
-#
-# The correction. The residual asymmetry - alpha - beta * yaw, divided by beta,
-# is the azimuth in degrees (beta: the synthetic calibration; alpha: fitted on
-# the data set; see `calibrate` for why beta is not regressed on yaw):
-#
-#     azimuth_hat = yaw - (asymmetry - alpha) / beta    (< 0: light at the image's left)
-#
-# so the class thresholds are stated as angles. The linear model holds while
-# the light is within ~60 degrees of the head's front; beyond it (strong side
-# light on a head turned away from it) the inner cells are both in shadow and
-# the asymmetry falls back toward zero: those rows read as 'center', the main
-# limit of this heuristic (see the report in bench/light.py's output).
+# History: the first heuristic was the inner cells' asymmetry (raw_asymmetry), corrected for yaw linearly
+# (azimuth ~ yaw - (asymmetry - alpha) / beta). It saturates: strong side light
+# on a head turned the other way leaves both inner cheeks dark and reads
+# 'center' (heuristic 78.5 %, labeler 77.4 % on 5,000 synthetic faces). The
+# heuristic is now `physical_azimuth` (92 %); the asymmetry stays a feature.
 DEFAULT_ALPHA = 0.0
-DEFAULT_BETA = 0.0065          # asymmetry per degree of (yaw - azimuth) near the centre class, synthetic, S = 32
+DEFAULT_BETA = 0.0065          # (historical) asymmetry per degree of (yaw - azimuth) near the centre class
 CENTER_HALF_WIDTH_DEG = 20.0   # |azimuth| below this is 'center' (headrot.synth's truth threshold)
 SEED_MARGIN_DEG = 6.0          # heuristic seeds only this far (or more) from a class boundary
+SEED_LOSS_QUANTILE = 0.7       # ... and only among this share of rows best fitted by the physical model
 MIN_FIT_ROWS = 40              # fewer rows: default calibration, heuristic labels only
 
 
@@ -211,25 +298,22 @@ def _huber_line(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[fl
     return float(h.intercept_), float(h.coef_[0]) / sx
 
 
-def calibrate(asym: np.ndarray, yaw: np.ndarray, center_half_width: float = CENTER_HALF_WIDTH_DEG) -> Calibration:
-    """alpha (data set) and beta (synthetic default) of asymmetry ~ alpha + beta * (yaw - azimuth).
+def calibrate(azimuth: np.ndarray, yaw: np.ndarray, center_half_width: float = CENTER_HALF_WIDTH_DEG) -> Calibration:
+    """The data set's azimuth offset alpha (degrees): the median of the physical azimuths.
 
-    beta is NOT taken from a regression of the asymmetry on yaw over the data
-    set: measured on 5,000 synthetic faces (yaw +-45, light +-75 degrees) a
-    Huber fit gives beta = 0.0036, half the slope near the centre class (0.0065),
-    because strong side light saturates the asymmetry and flattens the global
-    fit; heuristic accuracy falls from 78.5 % to 72.7 %. So beta stays at
-    DEFAULT_BETA and only the offset alpha (a camera or data-set bias) is fitted,
-    as a median of (asymmetry - beta * yaw), which over a data set whose light is
-    independent of its yaw is robust to the side-lit tails. `beta_huber` keeps
-    the regression's slope as a diagnostic.
+    azimuth: the physical heuristic's azimuths in degrees (features[:, PHYS_COL] * 30).
+    Over a data set whose light is not biased to one side, the median azimuth is
+    ~0; a constant offset (a camera or alignment bias: on the synthetic set the
+    half-pixel convention of the crop's landmarks shifts it by ~-5 degrees) is
+    removed. beta is kept at 1 (the azimuth is already in degrees). Fewer than
+    MIN_FIT_ROWS rows: no offset.
     """
-    ok = np.isfinite(asym) & np.isfinite(yaw)
-    a, y = np.asarray(asym, np.float64)[ok], np.asarray(yaw, np.float64)[ok]
+    ok = np.isfinite(azimuth)
+    a = np.asarray(azimuth, np.float64)[ok]
     if a.size < MIN_FIT_ROWS:
-        return Calibration(DEFAULT_ALPHA, DEFAULT_BETA, center_half_width, False)
-    alpha = float(np.median(a - DEFAULT_BETA * y))
-    return Calibration(alpha if np.isfinite(alpha) else DEFAULT_ALPHA, DEFAULT_BETA, center_half_width, True)
+        return Calibration(DEFAULT_ALPHA, 1.0, center_half_width, False)
+    alpha = float(np.median(a))
+    return Calibration(alpha if np.isfinite(alpha) else DEFAULT_ALPHA, 1.0, center_half_width, True)
 
 
 def beta_huber(asym: np.ndarray, yaw: np.ndarray) -> float:
@@ -243,8 +327,7 @@ def beta_huber(asym: np.ndarray, yaw: np.ndarray) -> float:
 def heuristic_azimuth(features: np.ndarray, yaw: np.ndarray, cal: Calibration) -> np.ndarray:
     """Estimated light azimuth in degrees (< 0: light at the image's left), from the features."""
     f = np.asarray(features, dtype=np.float64)
-    y = np.nan_to_num(np.asarray(yaw, dtype=np.float64).reshape(len(f)), nan=0.0)
-    return y - (f[:, ASYM_COL] - cal.alpha) / cal.beta
+    return f[:, PHYS_COL] * 30.0 - cal.alpha
 
 
 def classes_from_azimuth(az: np.ndarray, center_half_width: float) -> np.ndarray:
@@ -290,7 +373,8 @@ class LightLabeler:
     fit: calibrate the yaw correction on all rows; calibrate the centre class's
     half-width from the user's labels when they cover enough rows of at least two
     classes; seed with the user's labels plus the heuristic's confident rows
-    (>= SEED_MARGIN_DEG from a class boundary); fit a SelfTrainingClassifier
+    (>= SEED_MARGIN_DEG from a class boundary, among the SEED_LOSS_QUANTILE
+    best-fitted by the physical model); fit a SelfTrainingClassifier
     (standardised features -> logistic regression) on all rows.
     predict: the user's labels win where given (source "labels"), the classifier
     elsewhere ("classifier"), the heuristic where no classifier could be fitted
@@ -333,7 +417,7 @@ class LightLabeler:
         n = f.shape[0]
         y = np.asarray(yaw, dtype=np.float64).reshape(n)
         known = _clean_known(known_labels, n)
-        self.calibration_ = calibrate(f[:, ASYM_COL] if n else np.zeros(0), y, self.center_half_width)
+        self.calibration_ = calibrate(f[:, PHYS_COL] * 30.0 if n else np.zeros(0), y, self.center_half_width)
         width = self._calibrate_half_width(f, y, known)
         cal = self.calibration_
         self.calibration_ = Calibration(cal.alpha, cal.beta, width, cal.fitted)
@@ -343,10 +427,14 @@ class LightLabeler:
 
         az = heuristic_azimuth(f, y, self.calibration_)
         dist = np.abs(az) - width  # > 0 outside the centre band
+        # Seeds: far from a class boundary AND well explained by the shading model (the
+        # SEED_LOSS_QUANTILE best-fitting rows: hair over the face, glasses or odd albedo fit worse).
+        loss = f[:, PHYS_LOSS_COL]
+        fits = loss <= np.quantile(loss, SEED_LOSS_QUANTILE)
         seeds = np.full(n, "", dtype=object)
-        seeds[(dist > self.seed_margin) & (az < 0)] = LEFT
-        seeds[(dist > self.seed_margin) & (az > 0)] = RIGHT
-        seeds[dist < -self.seed_margin] = CENTER
+        seeds[fits & (dist > self.seed_margin) & (az < 0)] = LEFT
+        seeds[fits & (dist > self.seed_margin) & (az > 0)] = RIGHT
+        seeds[fits & (dist < -self.seed_margin)] = CENTER
         seeds[known != ""] = known[known != ""]
         self.n_seeds_ = {c: int(np.sum(seeds == c)) for c in LIGHT_CLASSES}
         present = [c for c in LIGHT_CLASSES if self.n_seeds_[c] >= 2]
