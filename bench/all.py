@@ -110,7 +110,7 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
         for row in rows:
             lines.append(_row(row))
             if "**missed**" in row:
-                missed.append(f"- {title}, {row[0]}: missed ({row[-2]}). Limits and next steps: TODO (lead).")
+                missed.append(f"- {title}, {row[0]}: missed ({row[-2]}); see the notes below.")
         lines.append("")
 
     if "read" in r:
@@ -185,10 +185,40 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
             res = _met(None if g is None else abs(g - 1), 0.10, higher=False)
             lines.append(_row([k, _f(a.get(k)), _f(b.get(k)), _f(g), "< 10%", res]))
             if res == "**missed**":
-                missed.append(f"- Memory, {k}: grew {_f(g)}x. Limits and next steps: TODO (lead).")
+                missed.append(f"- Memory, {k}: grew {_f(g)}x; see the notes below.")
         lines.append("")
+    if "light" in r:
+        x = r["light"]
+        conf = x["confusion"]["rows_truth_cols_pred"]
+        lines += [f"## Light labels ({x['n']} synthetic faces, no ground truth used)", "",
+                  _row(["figure", "value", "target", "result"]), _row(["---"] * 4),
+                  _row(["accuracy, 3 classes", _f(x["accuracy"]), ">= 0.90", _met(x["accuracy"], 0.90)]),
+                  _row([f"accuracy more than {x.get('margin', 5)} deg from the class thresholds",
+                        _f(x["accuracy_away_from_thresholds"]), "-", "-"]),
+                  _row(["the physical heuristic alone", _f(x.get("heuristic_accuracy")), "-", "-"]),
+                  "", f"Confusion (rows truth, columns predicted; left, center, right): {conf}. "
+                  "`python -m bench.light --n 5000`.", ""]
+    if "quality" in r:
+        x = r["quality"]
+        g = x["generator"]
+        lines += [f"## Demo model quality ({x['n']} held-out synthetic faces, seed {x['held_out_seed']}, "
+                  f"{g['image_size']}x{g['image_size']}, epoch {g.get('epoch')}, step {g.get('step')})", "",
+                  _row(["embedding (10 DDIM steps)", "reconstruction PSNR (dB)", "target", "result"]),
+                  _row(["---"] * 4),
+                  _row(["inversion", _f(x["inversion"]["psnr_db_mean"]), ">= 20", _met(x["inversion"]["psnr_db_mean"], 20)]),
+                  _row([f"refine ({x['refine']['steps']} Adam steps from inversion, {x['refine']['n']} images)",
+                        f"{_f(x['refine']['psnr_db_start'])} -> {_f(x['refine']['psnr_db_mean'])}",
+                        "better than its start", _met(x["refine"]["psnr_db_mean"], x["refine"]["psnr_db_start"] + 1e-9)]),
+                  _row(["network (the paper's embedder)", _f(x["network"]["psnr_db_mean"]), ">= 22",
+                        _met(x["network"]["psnr_db_mean"], 22)]),
+                  "", "![samples](bench/results/demo_samples.png)", "",
+                  "![originals above their inversion reconstructions](bench/results/demo_inversion.png)", "",
+                  "`python -m bench.quality`.", ""]
     lines += projection(r)
     lines += ["## Limits and next steps", ""] + (missed or ["- Every target was met in this run."]) + [""]
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     return "\n".join(lines)
 
 
