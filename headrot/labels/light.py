@@ -86,21 +86,11 @@ def face_grid(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     n, size = images.shape[0], images.shape[1]
     lum = _luminance(images) if n else np.zeros((0, size, size), np.float32)
-    lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 5, 2)
-    eye = lm[:, :2].mean(axis=1)
-    mouth = lm[:, 3:].mean(axis=1)
-    d = mouth - eye
-    s = np.hypot(d[:, 0], d[:, 1])
-    bad = ~np.isfinite(s) | (s < 1e-3) | ~np.all(np.isfinite(lm.reshape(n, 10)), axis=1)
-    # Fallback frame for rows without usable landmarks: the crop's centre, upright.
-    s = np.where(bad, size * 0.24, s)
-    down = np.where(bad[:, None], np.array([0.0, 1.0]), d / np.where(bad, 1.0, s)[:, None])
-    origin = np.where(bad[:, None], np.array([size / 2, size / 2]), (eye + mouth) / 2)
-    right = np.stack([down[:, 1], -down[:, 0]], axis=1)
+    origin, s, down, right, bad = _face_frame(np.asarray(landmarks, dtype=np.float64).reshape(n, 10), size)
     aa, bb = np.meshgrid(GRID_A, GRID_B)  # [R, C]
     aa, bb = aa.ravel(), bb.ravel()
-    # Pixel centres are at integer + 0.5 in landmark units (CelebA landmarks count pixels from 0 at
-    # the first pixel's centre in practice; a half pixel is below this grid's resolution).
+    # Landmark coordinates put pixel centres on whole numbers (embed.landmarks_in_crop keeps
+    # that convention through the crop and resize), as _bilinear expects.
     px = origin[:, :1] + s[:, None] * (aa[None] * right[:, :1] + bb[None] * down[:, :1])
     py = origin[:, 1:] + s[:, None] * (aa[None] * right[:, 1:] + bb[None] * down[:, 1:])
     vals = _bilinear(lum, px, py) if n else np.zeros((0, aa.size))
@@ -159,6 +149,7 @@ def _face_frame(landmarks: np.ndarray, size: int):
     d = mouth - eye
     s = np.hypot(d[:, 0], d[:, 1])
     bad = ~np.isfinite(s) | (s < 1e-3) | ~np.all(np.isfinite(lm.reshape(n, 10)), axis=1)
+    # Fallback frame for rows without usable landmarks: the crop's centre, upright.
     s = np.where(bad, size * 0.24, s)
     down = np.where(bad[:, None], np.array([0.0, 1.0]), d / np.where(bad, 1.0, s)[:, None])
     origin = np.where(bad[:, None], np.array([size / 2, size / 2]), (eye + mouth) / 2)

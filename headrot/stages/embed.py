@@ -156,20 +156,9 @@ def light_pass(index_rows: pa.Table, config: EmbedConfig) -> pa.Table:
 # The shard pipeline: plain functions and one callable class
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
-
-
 def prepare_shard(row: dict[str, Any], size: int) -> dict[str, Any]:
     """CPU task: decode and crop every image of a shard."""
-    rows = _from_ipc(row["rows"])
+    rows = tables.from_ipc(row["rows"])
     decoded = decode_batch({"path": np.array(rows.column("path").to_pylist(), dtype=object)}, size)
     return {
         "shard": row["shard"],
@@ -248,7 +237,7 @@ def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) ->
     """CPU task: assemble the shard's latents table, write it and its rejections; return a summary."""
     from headrot.labels.yaw import yaw_from_landmarks
 
-    rows = _from_ipc(row["rows"])
+    rows = tables.from_ipc(row["rows"])
     n = int(row["n"])
     reasons = row["reasons"].split("\n") if n else []
     images = np.frombuffer(row["images"], dtype=np.uint8).reshape(n, size, size, 3)
@@ -352,7 +341,7 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
     todo = set(sharding.pending(latents_dir, [name for name, _, _ in shards]))
     log.info("embed: %d shards, %d to do", len(shards), len(todo))
     plan = sharding.plan_pool(config.max_actors)
-    items = [{"shard": name, "rows": _ipc(rows.slice(a, b - a))} for name, a, b in shards if name in todo]
+    items = [{"shard": name, "rows": tables.to_ipc(rows.slice(a, b - a))} for name, a, b in shards if name in todo]
     summaries = []
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -365,7 +354,7 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
         )
         ds = ds.map(write_shard, fn_kwargs={"root": root, "size": size,
                                             "latent_dtype": config.latent_dtype}, num_cpus=0.25)
-        progress = sharding.Progress("embed", len(items), sum(_from_ipc(i["rows"]).num_rows for i in items))
+        progress = sharding.Progress("embed", len(items), sum(tables.from_ipc(i["rows"]).num_rows for i in items))
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))

@@ -161,21 +161,6 @@ class TrajectoryIndex:
         return out, fallbacks, keys
 
 
-# ---------------------------------------------------------------------------
-# Arrow IPC: one shard's table travels as bytes, so no Ray block boundary splits it
-
-
-def _ipc(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
-
-
 def select_sources(table: pa.Table, split: str, take: int | None) -> pa.Table:
     if split != "all":
         part = table.column("partition").to_numpy()
@@ -272,7 +257,7 @@ class RenderShards:
             "n": np.array([total]),
             "size": np.array([size]),
             "images": np.array([images.tobytes()], dtype=object),
-            "meta": np.array([_ipc(meta)], dtype=object),
+            "meta": np.array([tables.to_ipc(meta)], dtype=object),
             "rejected": np.array([json.dumps(rejected)], dtype=object),
         }
 
@@ -305,7 +290,7 @@ def png_encode(image: np.ndarray) -> bytes:
 def write_shard(row: dict[str, Any], root: str, out_dir: str, fmt: str) -> dict[str, Any]:
     """CPU task: PNG-encode a shard's renders and write rotated/<shard>.parquet (whole, last)."""
     started = time.time()
-    meta = _from_ipc(row["meta"])
+    meta = tables.from_ipc(row["meta"])
     n, size = int(row["n"]), int(row["size"])
     images = np.frombuffer(row["images"], dtype=np.uint8).reshape(n, size, size, 3)
     ids = meta.column("source_id").to_pylist()
