@@ -33,7 +33,7 @@ ALL_METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "cent
 class PipelineConfig:
     out: str = "runs/demo"                      # run root: folder or s3://bucket/prefix
     data: str | None = None                     # CelebA-layout root; None: synthesize one into <out>/data
-    synth: dict[str, Any] = field(default_factory=lambda: {"n": 2000, "seed": 0})  # when data is None
+    synth: dict[str, Any] = field(default_factory=lambda: {"n": 1200, "seed": 0})  # when data is None
     generator: str | None = None                # generator checkpoint; None: see resolve_generator
     train_from_scratch: bool = False            # train the generator even if the shipped one fits
     train: dict[str, Any] = field(default_factory=dict)     # TrainConfig keys for the generator

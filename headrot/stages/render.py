@@ -386,10 +386,9 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     work = [i for i in items if i["shard"] in todo]
     if work:
         plan = sharding.plan_pool(config.max_actors)
-        pool_args = plan.map_batches_args()
         ds = ray.data.from_items(work, override_num_blocks=len(work))
-        ds = ds.map_batches(
-            RenderShards, batch_size=1,
+        ds = plan.map_batches(
+            ds, RenderShards, batch_size=1,
             fn_constructor_kwargs={
                 "generator_uri": config.generator_uri(),
                 "trajectories_uri": storage.join(traj_dir, TRAJECTORIES_FILE),
@@ -398,7 +397,6 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
                 "split": config.split, "batch_size": config.batch_size, "steps": config.steps,
                 "torch_threads": plan.torch_threads,
             },
-            **pool_args,
         )
         ds = ds.map(write_shard, fn_kwargs={"root": root, "out_dir": out_dir, "fmt": config.format},
                     num_cpus=0.25)
