@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)   ## the whole job on the embedded default: synthetic data, local Ray, runs/demo
-	$(BIN)/headrot run --out runs/demo $(ARGS)
+	$(BIN)/headrot run --config configs/demo.yaml $(ARGS)
 
 test: $(STAMP)   ## the whole suite, Ray and S3 tests included
 	$(BIN)/python -m pytest $(ARGS)
