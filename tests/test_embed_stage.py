@@ -18,14 +18,14 @@ from headrot.stages.embed import EmbedConfig, run_embed
 from headrot.synth.writer import write_synthetic_celeba
 
 pytestmark = pytest.mark.slow
-N = 60
+N = 200
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """60 synthetic images with planted bad files: 4 rejected, 2 unusual but valid."""
+    """200 synthetic images with planted bad files: 4 rejected, 2 unusual but valid."""
     root = tmp_path_factory.mktemp("celeba")
-    write_synthetic_celeba(str(root), N, seed=3, images_per_identity=6)
+    write_synthetic_celeba(str(root), N, seed=3, images_per_identity=10)
     images = root / "img_align_celeba"
     (images / "000002.jpg").write_bytes((images / "000002.jpg").read_bytes()[:300])  # truncated
     (images / "000003.jpg").write_bytes(b"")                                         # zero-byte
@@ -46,8 +46,8 @@ def generator_ckpt(tmp_path_factory) -> str:
 
 
 def _config(data, out, generator, **kw) -> EmbedConfig:
-    return EmbedConfig(data=str(data), out=str(out), generator=generator, shard_size=16,
-                       batch_size=16, steps=2, **kw)
+    return EmbedConfig(data=str(data), out=str(out), generator=generator, shard_size=50,
+                       batch_size=50, steps=2, **kw)
 
 
 def _latent_rows(root: str):

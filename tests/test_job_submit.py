@@ -29,11 +29,9 @@ from tests.services import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
 
-# The job this test submits, run from the uploaded working dir. When every stage has
-# landed, switch to the whole pipeline by changing this one line to
-#   JOB = "python jobs/pipeline.py --out {bucket}/run --n 20"   (and EXPECTED to "run/")
-JOB = "python jobs/synth.py --out {bucket}/data --n 20"
-EXPECTED = "data/"
+# The job this test submits, run from the uploaded working dir: the whole pipeline, small.
+JOB = "python jobs/pipeline.py --config tests/configs/submit.yaml --out {bucket}/run"
+EXPECTED = "run/rotated/"
 
 def _entrypoint(bucket: str) -> str:
     return JOB.format(bucket=bucket)
@@ -191,9 +189,14 @@ def test_ray_job_submit_writes_to_s3(ray_head, s3_server, s3_bucket):
     # The objects the job wrote, read back with the test's own client.
     fs = s3_server.fs()
     written = [p for p in fs.find(f"{s3_bucket}/{EXPECTED}")]
-    assert len(written) >= 20, written
-    if "jobs/synth.py" in JOB:
-        names = {p.rsplit("/", 1)[-1] for p in written}
-        assert "list_attr_celeba.txt" in names
-        assert sum(n.endswith(".jpg") for n in names) == 20
+    names = {p.rsplit("/", 1)[-1] for p in written}
+    assert "_SUCCESS" in names, written
+    # The rotated dataset in the bucket: every (source, delta, method) exactly once.
+    import pyarrow.parquet as pq
+
+    parts = [p for p in written if p.endswith(".parquet")]
+    table = pq.ParquetDataset(parts, filesystem=fs).read()
+    keys = list(zip(table.column("source_id").to_pylist(), table.column("delta").to_pylist(),
+                    table.column("method").to_pylist()))
+    assert len(keys) == len(set(keys)) == 4 * 3 * 2
     print(f"\nray job submit -> SUCCEEDED -> {len(written)} objects in {time.monotonic() - t0:.1f} s")
