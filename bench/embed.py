@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from bench import common
+from headrot import tables
 
 
 def plain_loop(config, threads: int) -> dict:
@@ -77,7 +78,7 @@ def plain_loop(config, threads: int) -> dict:
     written = 0
     for name, a, b in sharding.split_rows(rows.num_rows, config.shard_size):
         t0 = time.perf_counter()
-        item = stage.prepare_shard({"shard": name, "rows": stage._ipc(rows.slice(a, b - a))}, size)
+        item = stage.prepare_shard({"shard": name, "rows": tables.to_ipc(rows.slice(a, b - a))}, size)
         t1 = time.perf_counter()
         out = actor({k: np.array([v], dtype=object) for k, v in item.items()})
         t2 = time.perf_counter()

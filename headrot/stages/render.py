@@ -232,6 +232,28 @@ class RenderShards:
         delta_idx = np.tile(np.arange(n_d), n * n_m)
         fallback = np.empty(total, dtype=object)
         traj_key = np.empty(total, dtype=object)
+        # Decode in full batches across (method, delta): a shard's split may hold only a few
+        # sources, and per-delta batches that small leave the network (the whole cost)
+        # underfed. Moved latents wait in a buffer of at most ~2 batches, not the whole shard.
+        pending_pos: list[np.ndarray] = []
+        pending_z: list[np.ndarray] = []
+
+        def decode(flush: bool) -> None:
+            buffered = sum(len(p) for p in pending_pos)
+            if not buffered or (buffered < self.batch_size and not flush):
+                return
+            pos, lat = np.concatenate(pending_pos), np.concatenate(pending_z)
+            pending_pos.clear()
+            pending_z.clear()
+            cut = len(pos) if flush else len(pos) - len(pos) % self.batch_size
+            for s in range(0, cut, self.batch_size):
+                e = min(s + self.batch_size, cut)
+                x = torch.from_numpy(lat[s:e]).to(self.device)
+                images[pos[s:e]] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
+            if cut < len(pos):
+                pending_pos.append(pos[cut:])
+                pending_z.append(lat[cut:])
+
         for m, method in enumerate(self.methods):
             for d, delta in enumerate(self.deltas):
                 target = yaw + delta
@@ -239,10 +261,10 @@ class RenderShards:
                 pos = np.arange(n) * n_m * n_d + m * n_d + d
                 fallback[pos] = fbs
                 traj_key[pos] = keys
-                for s in range(0, n, self.batch_size):
-                    x = torch.from_numpy(moved[s:s + self.batch_size].astype(np.float32)).to(self.device)
-                    out = reverse_diffusion(self.model, x, steps=self.steps)
-                    images[pos[s:s + self.batch_size]] = to_uint8(out)
+                pending_pos.append(pos)
+                pending_z.append(moved.astype(np.float32))
+                decode(flush=False)
+        decode(flush=True)
         labels = table.select(["image_id", *LABELS, *[c for c in attribute_columns(table.schema)]])
         meta = labels.take(pa.array(src_idx, pa.int64())).rename_columns(
             ["source_id", *labels.column_names[1:]])
