@@ -92,6 +92,9 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     generator_uri, generator_config = None, None
     if config.kind == "embedder":
         generator_uri = config.generator or storage.join(root, "checkpoints", "generator", "model.pt")
+        if not storage.is_remote(generator_uri):
+            # Workers run in Ray's own working directory: a relative path would not resolve there.
+            generator_uri = os.path.abspath(generator_uri)
         if not storage.exists(generator_uri):
             raise ValueError(
                 f"train embedder: no generator checkpoint at {generator_uri}; train the generator first "
