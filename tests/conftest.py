@@ -64,3 +64,18 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def generator_ckpt(tmp_path_factory) -> str:
+    """A tiny randomly initialised generator checkpoint (16x16): stages' wiring, not quality."""
+    import torch
+
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import PRESETS, UNet
+
+    torch.manual_seed(0)
+    config = PRESETS["tiny"]
+    uri = str(tmp_path_factory.mktemp("ckpt") / "generator.pt")
+    save_model(uri, "generator", UNet(config), config)
+    return uri

@@ -7,13 +7,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-import torch
 from PIL import Image
 
 from headrot import rejects, storage, tables
 from headrot.data.celeba_text import LIGHT_CLASSES
-from headrot.model.checkpoint import save_model
-from headrot.model.unet import PRESETS, UNet
 from headrot.stages.embed import EmbedConfig, run_embed
 from headrot.synth.writer import write_synthetic_celeba
 
@@ -34,15 +31,6 @@ def dataset(tmp_path_factory) -> Path:
     Image.open(images / "000006.jpg").convert("L").save(images / "000006.jpg", "JPEG")  # grayscale
     Image.open(images / "000007.jpg").save(images / "000007.jpg", "PNG")             # PNG named .jpg
     return root
-
-
-@pytest.fixture(scope="module")
-def generator_ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    config = PRESETS["tiny"]
-    uri = str(tmp_path_factory.mktemp("ckpt") / "generator.pt")
-    save_model(uri, "generator", UNet(config), config)
-    return uri
 
 
 def _config(data, out, generator, **kw) -> EmbedConfig:

@@ -27,12 +27,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from headrot import lock as runlock
 from headrot import storage, tables
-from headrot.model.checkpoint import save_model
-from headrot.model.unet import PRESETS, UNet
 from headrot.stages.embed import EmbedConfig, run_embed
 from headrot.synth.writer import write_synthetic_celeba
 from tests.services import plan_s3_server
@@ -60,15 +57,6 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("celeba")
     write_synthetic_celeba(str(root), N, seed=5, images_per_identity=5)
     return root
-
-
-@pytest.fixture(scope="module")
-def generator_ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    config = PRESETS["tiny"]
-    uri = str(tmp_path_factory.mktemp("ckpt") / "generator.pt")
-    save_model(uri, "generator", UNet(config), config)
-    return uri
 
 
 def embed_args(data, out, generator) -> list[str]:

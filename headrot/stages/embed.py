@@ -341,7 +341,8 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
     todo = set(sharding.pending(latents_dir, [name for name, _, _ in shards]))
     log.info("embed: %d shards, %d to do", len(shards), len(todo))
     plan = sharding.plan_pool(config.max_actors)
-    items = [{"shard": name, "rows": tables.to_ipc(rows.slice(a, b - a))} for name, a, b in shards if name in todo]
+    work = [(name, a, b) for name, a, b in shards if name in todo]
+    items = [{"shard": name, "rows": tables.to_ipc(rows.slice(a, b - a))} for name, a, b in work]
     summaries = []
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -354,7 +355,7 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
         )
         ds = ds.map(write_shard, fn_kwargs={"root": root, "size": size,
                                             "latent_dtype": config.latent_dtype}, num_cpus=0.25)
-        progress = sharding.Progress("embed", len(items), sum(tables.from_ipc(i["rows"]).num_rows for i in items))
+        progress = sharding.Progress("embed", len(items), sum(b - a for _, a, b in work))
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))
