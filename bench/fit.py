@@ -1,7 +1,7 @@
 """Fit stage throughput: `run_fit` (Ray tasks, one per latents file) against a plain pyarrow
 read of the same files, and against the same fit in a plain loop.
 
-    python -m bench.fit [--n ROWS] [--preset demo|paper] [--files 8] [--quick]
+    python -m bench.fit [--n ROWS] [--preset demo|paper] [--files 16] [--quick]
 
 Input: latents files in the embed stage's schema (random latents of the preset's size).
 - stage: run_fit timed end to end (after a warm-up fit of a small root in the same Ray
@@ -75,8 +75,10 @@ def run(n: int, preset: str = "demo", n_files: int = 8, quick: bool = False, wor
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__, n=10_000, quick_n=1_000)
-    p.add_argument("--files", type=int, default=8)
+    # 40,000 rows (~470 MB): enough that the stage's fixed costs (Ray task start, run.json,
+    # writing the trajectories) do not hide the per-byte rate the target is about.
+    p = common.parser(__doc__, n=40_000, quick_n=1_000)
+    p.add_argument("--files", type=int, default=16)
     args = p.parse_args(argv)
     return common.write_result("fit", run(common.size_of(args), args.preset, args.files, args.quick), args.results)
 

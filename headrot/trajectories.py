@@ -198,9 +198,12 @@ def reduce_rows(
     order = np.argsort(cell, kind="stable")
     cell_sorted = cell[order]
     starts = np.flatnonzero(np.r_[True, cell_sorted[1:] != cell_sorted[:-1]])
-    lat = latents[ok][order].astype(np.float64)
-    y = yaw[ok][order]
-    lat_sums = np.add.reduceat(lat, starts, axis=0)
+    rows = np.flatnonzero(ok)[order]
+    y = yaw[rows]
+    ends = np.r_[starts[1:], len(rows)]
+    # One gather and one float64-accumulating sum per cell: 10x faster than casting the whole
+    # shard to float64 and reduceat-ing it (bench/fit.py), with the same float64 sums.
+    lat_sums = [latents[rows[s:e]].sum(axis=0, dtype=np.float64) for s, e in zip(starts, ends)]
     yaw_sums = np.add.reduceat(y, starts)
     yaw_mins = np.minimum.reduceat(y, starts)
     yaw_maxs = np.maximum.reduceat(y, starts)

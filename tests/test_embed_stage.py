@@ -48,6 +48,7 @@ def test_embed_schema_and_accounting(ray_cluster, dataset, generator_ckpt, tmp_p
     assert summary["rows_in"] == N
     assert summary["written"] + summary["rejected"] == N
     assert summary["rejected"] == 4
+    assert 0 < summary["model_busy_fraction"] <= 1
 
     table = _latent_rows(str(out))
     for column in ("image_id", "partition", "identity", "Male", "Eyeglasses", "landmarks", "yaw",

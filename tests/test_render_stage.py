@@ -54,6 +54,7 @@ def test_render_every_source_delta_once_and_resumes(ray_cluster, tmp_path, reque
     out_dir = storage.join(root, "rotated")
     assert summary["shards"] == 2 and summary["sources"] == N_SOURCES  # 30 + 20: limit cuts file 2
     assert summary["renders"] == N_SOURCES * len(DELTAS) * len(methods)
+    assert 0 < summary["model_busy_fraction"] <= 1       # the pool's model time over its wall time
 
     rotated = read_rotated(out_dir)
     files = storage.list_files(storage.join(root, "latents"), ".parquet")

@@ -8,6 +8,7 @@ FLAGS = {
     "embedder": "embedder", "light_labels": "light_labels", "steps": "steps",
     "refine_steps": "refine_steps", "partitions": "partitions", "limit": "limit",
     "shard_size": "shard_size", "batch_size": "batch_size", "max_actors": "max_actors",
+    "precision": "precision", "compile": "compile",
     "latent_dtype": "latent_dtype",
 }
 
@@ -27,6 +28,10 @@ def configure(parser) -> None:
     parser.add_argument("--shard-size", type=int, help="rows per output file")
     parser.add_argument("--batch-size", type=int, help="images per network call")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 autocast on GPUs, fp32 on CPU")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the networks (CUDA graphs on GPU; a minute of warm-up per actor)")
     parser.add_argument("--latent-dtype", choices=["float32", "float16"])
 
 

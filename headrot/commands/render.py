@@ -1,6 +1,6 @@
 """headrot render --root ROOT [--deltas -30,-20,-10,0,10,20,30] [--split test] [--limit N]
                   [--methods headrot,no_move,...] [--out URI] [--format parquet|png]
-                  [--generator CKPT] [--batch-size N]
+                  [--generator CKPT] [--batch-size N] [--precision auto|fp32|bf16] [--compile]
 
 Builds a RenderConfig (a YAML `render:` section first, flags on top), joins Ray and runs
 headrot.stages.render.run_render; prints the summary as JSON.
@@ -13,7 +13,7 @@ from headrot.commands.fit import NUMBER_LIST
 FLAGS = {
     "root": "root", "deltas": "deltas", "split": "split", "limit": "limit", "methods": "methods",
     "out": "out", "format": "format", "generator": "generator", "batch_size": "batch_size",
-    "steps": "steps", "max_actors": "max_actors",
+    "steps": "steps", "max_actors": "max_actors", "precision": "precision", "compile": "compile",
 }
 
 
@@ -32,6 +32,10 @@ def configure(parser) -> None:
     parser.add_argument("--batch-size", type=int, help="renders per network call (default 64)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default 10, the paper's)")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 autocast on GPUs, fp32 on CPU")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the generator (CUDA graphs on GPU; a minute of warm-up per actor)")
 
 
 def main(args) -> int:

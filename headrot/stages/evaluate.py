@@ -559,11 +559,16 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
     if cases:
         sections.append(("Best, median and worst cases", cases))
     earlier = []
-    for name in ["mean_faces.png"] + sorted(f.rsplit("/", 1)[-1] for f in storage.list_files(report_dir, ".png")
-                                            if f.rsplit("/", 1)[-1].startswith("contact_sheet_")):
+    captions = {
+        "mean_faces.png": "Mean face per light class and yaw bin (embed stage)",
+        "trajectories.png": "Bin centroids against the fitted light-conditioned lines; bottom: each "
+                            "centroid's distance from its line and from the mean (fit stage)",
+    }
+    for name in list(captions) + sorted(f.rsplit("/", 1)[-1] for f in storage.list_files(report_dir, ".png")
+                                        if f.rsplit("/", 1)[-1].startswith("contact_sheet_")):
         uri = storage.join(report_dir, name)
         if storage.exists(uri):
-            cap = "Mean face per light class and yaw bin (embed stage)" if name == "mean_faces.png" else \
+            cap = captions.get(name) or \
                 f"Contact sheet of method {name[len('contact_sheet_'):-4]}: rows are sources, columns deltas (render stage)"
             earlier.append(H.figure(storage.read_bytes(uri), cap, name))
     if earlier:

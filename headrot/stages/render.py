@@ -72,6 +72,8 @@ class RenderConfig:
     steps: int = 10                                               # DDIM steps (the paper's 10)
     max_actors: int | None = None                                 # model actors (default: one per GPU, else 1)
     sheet_sources: int = 8                                        # contact-sheet rows per light class
+    precision: Literal["auto", "fp32", "bf16"] = "auto"           # auto: bf16 autocast on GPUs, fp32 on CPU
+    compile: bool = False                                         # torch.compile the generator (CUDA graphs on GPU)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -182,18 +184,23 @@ class RenderShards:
 
     def __init__(self, generator_uri: str, trajectories_uri: str, fit_attributes: tuple[str, ...],
                  methods: tuple[str, ...], deltas: tuple[int, ...], split: str,
-                 batch_size: int, steps: int, torch_threads: int):
+                 batch_size: int, steps: int, torch_threads: int,
+                 precision: str = "auto", compile: bool = False):
         import torch
 
+        from headrot.model.accel import Inference, probe_batch_size
         from headrot.model.checkpoint import load_model
 
         sharding.set_torch_threads(torch_threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.model_config, _ = load_model(generator_uri, "generator", map_location=self.device)
-        self.model.eval().requires_grad_(False)
+        self.acc = Inference.for_device(self.device, precision, compile)
+        model, self.model_config, _ = load_model(generator_uri, "generator", map_location=self.device)
+        self.model = self.acc.prepare(model)
         self.index = TrajectoryIndex(tables.read_parquet(trajectories_uri), fit_attributes)
         self.methods, self.deltas, self.split = tuple(methods), tuple(deltas), split
-        self.batch_size, self.steps = batch_size, steps
+        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, batch_size)
+        self.steps = steps
+        self.actor = sharding.actor_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -248,8 +255,9 @@ class RenderShards:
             cut = len(pos) if flush else len(pos) - len(pos) % self.batch_size
             for s in range(0, cut, self.batch_size):
                 e = min(s + self.batch_size, cut)
-                x = torch.from_numpy(lat[s:e]).to(self.device)
-                images[pos[s:e]] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
+                with self.acc.busy.timing(), self.acc.autocast():
+                    x = self.acc.to_device(lat[s:e])
+                    images[pos[s:e]] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
             if cut < len(pos):
                 pending_pos.append(pos[cut:])
                 pending_z.append(lat[cut:])
@@ -281,6 +289,8 @@ class RenderShards:
             "images": np.array([images.tobytes()], dtype=object),
             "meta": np.array([tables.to_ipc(meta)], dtype=object),
             "rejected": np.array([json.dumps(rejected)], dtype=object),
+            # The actor's running totals (model time, wall time): the stage's busy fraction.
+            "busy": np.array([json.dumps({"actor": self.actor, **self.acc.busy.snapshot()})], dtype=object),
         }
 
 
@@ -334,7 +344,7 @@ def write_shard(row: dict[str, Any], root: str, out_dir: str, fmt: str) -> dict[
                            {"image_id": rejected, "reason": ["render: yaw is not a finite number"] * len(rejected)})
     tables.write_parquet(storage.join(out_dir, f"{row['shard']}.parquet"), table)
     return {"shard": row["shard"], "renders": n, "rejected": len(rejected),
-            "write_s": round(time.time() - started, 3)}
+            "write_s": round(time.time() - started, 3), "busy": row.get("busy", "{}")}
 
 
 # ---------------------------------------------------------------------------
@@ -368,7 +378,7 @@ def _fingerprint(config: RenderConfig, files: list[str]) -> str:
         "trajectories": runs.hash_uris([storage.join(root, TRAJECTORIES, storage.SUCCESS)]),
         "generator": runs.hash_uris([config.generator_uri()]),
         "config": {k: v for k, v in to_mapping(config).items()
-                   if k not in ("root", "batch_size", "max_actors", "generator", "sheet_sources")},
+                   if k not in ("root", "batch_size", "max_actors", "generator", "sheet_sources", "compile")},
     })
 
 
@@ -418,6 +428,7 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
                 "methods": tuple(config.methods), "deltas": tuple(config.deltas),
                 "split": config.split, "batch_size": config.batch_size, "steps": config.steps,
                 "torch_threads": plan.torch_threads,
+                "precision": config.precision, "compile": config.compile,
             },
         )
         ds = ds.map(write_shard, fn_kwargs={"root": root, "out_dir": out_dir, "fmt": config.format},
@@ -443,6 +454,7 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
         "renders_this_run": n_new,
         "rejected_this_run": sum(int(s["rejected"]) for s in summaries),
         "renders_per_s": round(n_new / render_s, 2) if summaries and render_s > 0 else None,
+        "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
         "methods": list(config.methods),
         "deltas": list(config.deltas),
         "contact_sheets": sheets,

@@ -8,6 +8,7 @@ a retried or resumed shard overwrites the same file, never duplicates it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -164,6 +165,27 @@ def fault_point(calls: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     while action == "hang":
         time.sleep(1)
+
+
+def actor_name() -> str:
+    """host:pid of this process: tells a model actor's running totals from another's."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def busy_fraction(snapshots: Iterable[str]) -> float | None:
+    """Model time / wall time over a pool, from each shard's JSON snapshot of its actor's
+    running totals ({"actor", "model_s", "wall_s"}, headrot.model.accel.BusyMeter): the
+    last (largest) snapshot of each actor counts. On a GPU this is the GPU busy fraction:
+    below ~0.9 the decode or write tasks, not the model, set the pace."""
+    last: dict[str, dict] = {}
+    for text in snapshots:
+        snap = json.loads(text) if text else {}
+        if "actor" in snap and snap["wall_s"] >= last.get(snap["actor"], {}).get("wall_s", -1.0):
+            last[snap["actor"]] = snap
+    wall = sum(s["wall_s"] for s in last.values())
+    return round(sum(s["model_s"] for s in last.values()) / wall, 4) if wall > 0 else None
 
 
 def set_torch_threads(n: int) -> None:
