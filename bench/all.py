@@ -9,7 +9,7 @@ writes bench/results/<name>.json; bench.read (which only prints) is wrapped here
     read    10,000 / 1,000 images at 64x64
     model   demo + paper presets: thread x batch x layout sweep, one 10-step render
     train   demo (batch 64) + paper (batch 16) generator steps
-    embed   512 / 64 images, demo preset (32x32), inversion, 10 steps
+    embed   384 / 64 images, demo preset (32x32), inversion, 10 steps; 2 alternating rounds of stage and plain
     fit     40,000 / 1,000 latent rows, demo size, 16 files
     render  96 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop, then 2 actors
     memory  embed at 1,000 vs 10,000 / 200 vs 1,000 images, tiny preset
@@ -128,8 +128,12 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
                 _met(x["ratio"], 0.85)]],
               f"Plain loop: torch threads {x.get('plain_torch_threads')} (probe {x.get('thread_probe_images_per_s')}); "
               f"Ray worker: {x.get('ray_worker')}. Warm-up {_f(x['warmup_s'])} s excluded. "
+              f"Best of {x.get('rounds', 1)} alternating rounds per side (stage "
+              f"{', '.join(_f(v) for v in x.get('stage_rounds_images_per_s', []))}; plain "
+              f"{', '.join(_f(v) for v in x.get('plain_rounds_images_per_s', []))} images/s); model busy fraction "
+              f"of the stage's actor {_f(x.get('model_busy_fraction'))}. "
               f"float16 latents: recon error {_f(x['float16']['recon_error_float32'])} -> "
-              f"{_f(x['float16']['recon_error_float16'])} (mean |x - G(z)|, random generator), "
+              f"{_f(x['float16']['recon_error_float16'])} (mean |x - G(z)|, {x['float16'].get('model', 'random generator')}), "
               f"latent bytes/image {x['float16']['latent_bytes_per_image']}.")
     if "fit" in r:
         x = r["fit"]

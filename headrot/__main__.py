@@ -1,5 +1,3 @@
-import sys
+from headrot.cli import run
 
-from headrot.cli import main
-
-sys.exit(main())
+run()

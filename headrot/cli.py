@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
+from typing import NoReturn
 
 # name -> one-line help; the module is headrot.commands.<name>
 COMMANDS: dict[str, str] = {
@@ -69,5 +72,43 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The process entry point (console script, `python -m headrot`, jobs/*.py): main(), then
+    exit_process with its code."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors, explicit exits
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - print it as Python would, then leave with 1
+        traceback.print_exc()
+        code = 1
+    exit_process(code)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Leave the process with `code`, skipping the interpreter's teardown.
+
+    pyarrow can abort at interpreter teardown, after all the work is done, with "terminate
+    called without an active exception" (SIGABRT, exit 134) when one of its pool threads is
+    still joinable (apache/arrow#34314; pyarrow 26.0.1 here: about 1 exit in 4 after a few
+    threaded Parquet reads). A finished stage would then look failed to make, to CI and to
+    `ray job submit`. So the few things that need an orderly end get one here (Ray, which
+    stops the local cluster it started; logging; stdio), and os._exit skips the rest."""
+    try:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

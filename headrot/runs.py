@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import re
 import time
 from typing import Any, Iterable
 
 from headrot import storage
+
+log = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
 
@@ -107,6 +110,16 @@ def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any]) -> b
     }
     storage.write_json(storage.join(root, RUN_JSON), run)
     return previous is not None
+
+
+def completed(stage: str, out_dir: str, digest: str, count_key: str, noun: str) -> dict[str, Any] | None:
+    """The summary of `out_dir` marked `skipped` when its _SUCCESS carries `digest` (the stage
+    is complete and its inputs unchanged: nothing to do), else None."""
+    done = storage.completion(out_dir)
+    if done is None or done.get("fingerprint") != digest:
+        return None
+    log.info("%s: %s is complete (%d %s); nothing to do", stage, redact_uri(out_dir), done.get(count_key, 0), noun)
+    return {**done, "skipped": True}
 
 
 def _redact(obj: Any) -> Any:

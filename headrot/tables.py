@@ -15,10 +15,27 @@ import pyarrow.parquet as pq
 from headrot import storage
 
 
+def _float_tensor_columns(schema: pa.Schema) -> list[str]:
+    out = []
+    for f in schema:
+        storage_type = f.type.storage_type if isinstance(f.type, pa.BaseExtensionType) else f.type
+        if pa.types.is_fixed_size_list(storage_type) and pa.types.is_floating(storage_type.value_type):
+            out.append(f.name)
+    return out
+
+
 def write_parquet(uri: str, table: pa.Table, compression: str = "zstd") -> int:
-    """Write `table` to `uri` whole; returns the bytes written."""
+    """Write `table` to `uri` whole; returns the bytes written.
+
+    Float tensor columns (latents, slopes) skip the dictionary and use BYTE_STREAM_SPLIT, which
+    groups the floats' bytes by significance so zstd finds the shared exponents: on the demo's
+    latents 24% fewer bytes and 40% faster reads than the default (dictionary attempt, then
+    PLAIN), and the fit stage is bound by that read (BENCHMARKS.md)."""
+    tensors = _float_tensor_columns(table.schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
+    pq.write_table(table, buf, compression=compression,
+                   use_dictionary=[c for c in table.column_names if c not in tensors],
+                   column_encoding={f"{c}.list.element": "BYTE_STREAM_SPLIT" for c in tensors} or None)
     data = buf.getvalue()
     storage.write_bytes(uri, data)
     return len(data)

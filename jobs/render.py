@@ -1,6 +1,6 @@
 """Stage 3: move latents along the trajectories and decode the rotated dataset (Ray Data).
 
-Submit it to a running cluster from the repository root (see docs/cluster.md):
+Submit it to a running cluster from the repository root (README.md, "Running on a cluster"):
 
     ray job submit --address http://<head>:8265 --runtime-env jobs/runtime_env.yaml \\
         -- python jobs/render.py --config <config.yaml> --out s3://<bucket>/runs/celeba
@@ -18,7 +18,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if (_ROOT / "headrot" / "__init__.py").is_file():
     sys.path.insert(0, str(_ROOT))
 
-from headrot.cli import main  # noqa: E402  (after the sys.path line above)
+from headrot.cli import run  # noqa: E402  (after the sys.path line above)
 
 if __name__ == "__main__":
-    sys.exit(main(["render", *sys.argv[1:]]))
+    run(["render", *sys.argv[1:]])

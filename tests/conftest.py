@@ -29,9 +29,23 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     if _S3 is not None:
         _S3.stop()
+    # Last of all: leave with pytest's own status, skipping the interpreter teardown in which
+    # pyarrow can abort (SIGABRT) after every test has passed; headrot.cli.exit_process says why.
+    if _EXIT_STATUS:
+        from headrot.cli import exit_process
+
+        exit_process(_EXIT_STATUS[-1])
 
 
 @pytest.fixture(scope="session")

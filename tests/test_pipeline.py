@@ -48,3 +48,17 @@ def test_run_end_to_end_then_nothing_to_do(ray_cluster, tmp_path):
     run_json = json.loads((tmp_path / "run" / "run.json").read_text())
     assert {"embed", "fit"} <= set(run_json["stages"])
 
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "celeba.yaml"])
+def test_shipped_pipeline_configs_validate(name):
+    """configs/*.yaml are documentation users copy: every key must still be a real one."""
+    from pathlib import Path
+
+    from headrot.config import from_mapping, load_yaml
+    from headrot.pipeline import stage_configs
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    config = from_mapping(PipelineConfig, load_yaml(path), str(path))
+    built = stage_configs(config, config.data or "runs/x/data", "runs/x/generator.pt")
+    assert {"train", "embed", "fit", "render"} <= set(built)

@@ -43,8 +43,8 @@ DRIVER = r"""
 import sys, ray
 ray.init(num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[1], configure_logging=False,
          object_store_memory=150 * 1024 ** 2)
-from headrot.cli import main
-sys.exit(main(sys.argv[2:]))
+from headrot.cli import run
+run(sys.argv[2:])
 """
 
 

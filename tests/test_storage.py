@@ -28,3 +28,28 @@ def test_s3_roundtrip(s3_bucket):
     storage.write_json(uri, {"a": 1})
     assert storage.read_json(uri) == {"a": 1}
     assert storage.list_files(storage.join(s3_bucket, "run")) == [uri]
+
+
+def test_float_tensors_are_written_byte_stream_split_and_read_back_exactly(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from headrot import tables
+
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "image_id": ["a.jpg", "b.jpg", "c.jpg"],
+        "latent": tables.tensor_column(rng.normal(size=(3, 3, 8, 8)).astype(np.float32)),
+        "half": tables.tensor_column(rng.normal(size=(3, 4)).astype(np.float16)),
+        "counts": tables.tensor_column(np.arange(6, dtype=np.int64).reshape(3, 2)),
+    })
+    uri = str(tmp_path / "t.parquet")
+    tables.write_parquet(uri, table)
+    assert tables.read_parquet(uri).equals(table)
+    meta = pq.ParquetFile(uri).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["latent.list.element"]
+    assert "BYTE_STREAM_SPLIT" in encodings["half.list.element"]
+    assert "BYTE_STREAM_SPLIT" not in encodings["counts.list.element"]     # integers keep the defaults
+    assert "RLE_DICTIONARY" in encodings["image_id"]

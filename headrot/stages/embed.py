@@ -179,7 +179,7 @@ class EmbedShards:
                  size: int, torch_threads: int):
         import torch
 
-        from headrot.model.accel import Inference
+        from headrot.model.accel import Inference, probe_batch_size
         from headrot.model.checkpoint import load_model
 
         sharding.set_torch_threads(torch_threads)
@@ -195,6 +195,11 @@ class EmbedShards:
         if embedder_uri is not None:
             embedder, _, _ = load_model(embedder_uri, "embedder", map_location=self.device)
             self.embedder = self.acc.prepare(embedder)
+        # The probe measures a forward pass: right for inversion and the embedder network; refine
+        # back-propagates through the 10 generator calls (~10x the activations), so it keeps the
+        # configured batch.
+        self.batch_size = config.batch_size if config.method == "refine" else \
+            probe_batch_size(self.generator, self.acc, size, config.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -212,7 +217,7 @@ class EmbedShards:
         latents = np.zeros((len(good), 3, self.size, self.size), dtype=np.float32)
         errors = np.zeros(len(good), dtype=np.float32)
         psnrs = np.zeros(len(good), dtype=np.float32)
-        bs = self.config.batch_size
+        bs = self.batch_size
         for start in range(0, len(good), bs):
             sel = good[start:start + bs]
             with self.acc.busy.timing(), self.acc.autocast():
@@ -319,11 +324,9 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
                    if k not in ("out", "max_actors", "batch_size", "fail_after_shards", "compile")},
     })
     runs.claim_stage(root, STAGE, digest, to_mapping(config))
-    done = storage.completion(latents_dir)
-    if done is not None and done.get("fingerprint") == digest:
-        log.info("embed: %s is complete (%d rows written); nothing to do",
-                 runs.redact_uri(latents_dir), done.get("written", 0))
-        return {**done, "skipped": True}
+    skipped = runs.completed(STAGE, latents_dir, digest, "written", "rows written")
+    if skipped is not None:
+        return skipped
 
     _, model_config, _ = load_model(generator_uri, "generator")
     size = model_config.image_size

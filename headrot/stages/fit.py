@@ -145,11 +145,9 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
         raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
     digest = _fingerprint(config, files)
     runs.claim_stage(root, STAGE, digest, to_mapping(config))
-    done = storage.completion(out_dir)
-    if done is not None and done.get("fingerprint") == digest:
-        log.info("fit: %s is complete (%d trajectories); nothing to do",
-                 runs.redact_uri(out_dir), done.get("rows", 0))
-        return {**done, "skipped": True}
+    skipped = runs.completed(STAGE, out_dir, digest, "rows", "trajectories")
+    if skipped is not None:
+        return skipped
 
     edges = tr.parse_bins(config.bins)
     partitions = tuple(SPLITS[s] for s in config.splits) or None

@@ -407,11 +407,9 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     items = plan_shards(config, files)
     per_source = len(config.methods) * len(config.deltas)
     todo = set(sharding.pending(out_dir, [i["shard"] for i in items]))
-    done = storage.completion(out_dir)
-    if done is not None and done.get("fingerprint") == digest and not todo:
-        log.info("render: %s is complete (%d renders); nothing to do",
-                 runs.redact_uri(out_dir), done.get("renders", 0))
-        return {**done, "skipped": True}
+    skipped = None if todo else runs.completed(STAGE, out_dir, digest, "renders", "renders")
+    if skipped is not None:
+        return skipped
     log.info("render: %d shards, %d to do (%d renders each source)", len(items), len(todo), per_source)
 
     summaries = []
