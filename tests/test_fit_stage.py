@@ -67,7 +67,6 @@ def test_fit_recovers_planted_slopes_independent_of_files(ray_cluster, tmp_path)
         assert summary["files"] == n_files and summary["rows_read"] == table.num_rows
         out = tables.read_parquet(storage.join(root, "trajectories", "trajectories.parquet"))
         results.append(by_key(out))
-        assert (tmp_path / f"run{n_files}" / "report" / "trajectories.png").stat().st_size > 0
         # Rerun: complete with the same fingerprint -> nothing to do.
         again = run_fit(config)
         assert again.get("skipped") is True

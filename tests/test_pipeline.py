@@ -36,6 +36,8 @@ def test_run_end_to_end_then_nothing_to_do(ray_cluster, tmp_path):
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert set(report["methods"]) == {"headrot", "no_move", "light_agnostic", "single_direction"}
     assert (tmp_path / "run" / "report" / "report.html").exists()
+    assert (tmp_path / "run" / "report" / "trajectories.png").stat().st_size > 0   # drawn from the fit's table
+    assert any(f.endswith("trajectories.png") for f in report["files"]["figures"])
     rotated = pq.read_table(str(tmp_path / "run" / "rotated"))
     pairs = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
                      rotated.column("method").to_pylist()))

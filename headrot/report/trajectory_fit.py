@@ -1,4 +1,5 @@
-"""report/trajectories.png: how straight the light-conditioned trajectories are.
+"""report/trajectories.png: how straight the light-conditioned trajectories are (drawn by the
+evaluate stage from trajectories/trajectories.parquet, so the fit stage stays bound by its read).
 
 The fit summarises each (light, side) by a line through the bin centroids, and R^2 says
 how much of the centroids' spread the line explains. This figure shows where the rest is:
@@ -16,61 +17,75 @@ Distances are RMS per latent element, so any latent size reads the same.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from headrot import tables
 from headrot import trajectories as tr
 from headrot.evaluate.plots import _png, _pyplot
 
 SIDE_STYLE = {"left": ("tab:blue", "o"), "right": ("tab:red", "s")}
 
 
-def side_points(line: tr.Line, edges: np.ndarray) -> dict[str, np.ndarray]:
-    """The populated bins of the line's side: mean yaw, count, position along the line's
-    direction and RMS distance from the line (both per latent element)."""
-    sums = line.sums
-    mask = tr.side_bins(edges, line.side) & (sums.count > 0)
-    yaw = sums.mean_yaws()[mask]
-    cents = sums.centroids()[mask].reshape(int(mask.sum()), -1)
-    slope = line.slope.reshape(-1).astype(np.float64)
-    intercept = line.intercept.reshape(-1).astype(np.float64)
+def side_points(row: dict[str, Any], slope: np.ndarray, intercept: np.ndarray,
+                centroids: np.ndarray) -> dict[str, np.ndarray]:
+    """One trajectories row's populated bins on its side: mean yaw, count, position along the
+    line's direction and RMS distance from the line (both per latent element).
+
+    row: the row's scalar fields (side, bins); slope, intercept [...]; centroids [bins, ...]."""
+    bins = row["bins"]
+    edges = np.array([b["yaw_lo"] for b in bins] + [bins[-1]["yaw_hi"]], np.float64)
+    counts = np.array([b["count"] for b in bins], np.int64)
+    mask = tr.side_bins(edges, row["side"]) & (counts > 0)
+    yaw = np.array([b["mean_yaw"] for b, m in zip(bins, mask) if m], np.float64)
+    cents = np.asarray(centroids, np.float64)[mask].reshape(int(mask.sum()), -1)
+    slope = np.asarray(slope, np.float64).reshape(-1)
+    intercept = np.asarray(intercept, np.float64).reshape(-1)
     size = slope.size
     norm = float(np.linalg.norm(slope))
     u = slope / norm if norm > 0 else slope
-    along = (cents - intercept) @ u / np.sqrt(size)
     resid = cents - (intercept + np.outer(yaw, slope))
-    w = sums.count[mask].astype(np.float64)
-    mean = (w[:, None] * cents).sum(0) / w.sum()
+    w = counts[mask].astype(np.float64)
+    mean = (w[:, None] * cents).sum(0) / w.sum() if len(w) else np.zeros(size)
     return {
-        "yaw": yaw, "count": sums.count[mask], "along": along,
+        "yaw": yaw, "count": counts[mask], "along": (cents - intercept) @ u / np.sqrt(size),
         "off_line": np.sqrt((resid ** 2).mean(axis=1)),
         "spread": np.sqrt(((cents - mean) ** 2).mean(axis=1)),
         "rate": norm / np.sqrt(size),
     }
 
 
-def trajectory_figure(lines: Sequence[tr.Line], edges: np.ndarray) -> bytes | None:
-    """PNG of the light-conditioned lines of the attribute-free groups (None when there are none)."""
-    mine = [l for l in lines if l.mode == "light_conditioned" and l.key == "" and l.light != tr.ANY_LIGHT]
-    lights = sorted({l.light for l in mine})
+def trajectory_figure(table: pa.Table) -> bytes | None:
+    """PNG of the light-conditioned lines of the attribute-free groups of a trajectories table
+    (trajectories/trajectories.parquet); None when it has none."""
+    rows = table.drop_columns(["slope", "intercept", "centroids"]).to_pylist()
+    mine = [i for i, r in enumerate(rows)
+            if r["mode"] == "light_conditioned" and r["key"] == "" and r["light"] != tr.ANY_LIGHT]
+    lights = sorted({rows[i]["light"] for i in mine})
     if not lights:
         return None
+    slopes = tables.tensor_to_numpy(table.column("slope"))
+    intercepts = tables.tensor_to_numpy(table.column("intercept"))
+    centroids = tables.tensor_to_numpy(table.column("centroids"))
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(lights), figsize=(4.2 * len(lights), 6.4), squeeze=False, sharex=True)
     for col, light in enumerate(lights):
         top, bottom = axes[0][col], axes[1][col]
-        for line in (l for l in mine if l.light == light):
-            pts = side_points(line, edges)
+        for i in (i for i in mine if rows[i]["light"] == light):
+            row = rows[i]
+            pts = side_points(row, slopes[i], intercepts[i], centroids[i])
             if len(pts["yaw"]) == 0:
                 continue
-            color, marker = SIDE_STYLE.get(line.side, ("k", "x"))
-            label = f"{line.side}: R\u00b2 {line.r2:.2f}, n {line.n_images}"
+            color, marker = SIDE_STYLE.get(row["side"], ("k", "x"))
+            label = f"{row['side']}: R\u00b2 {row['r2']:.2f}, n {row['n_images']}"
             top.scatter(pts["yaw"], pts["along"], color=color, marker=marker, s=18 + pts["count"] / 4, label=label)
             xs = np.linspace(pts["yaw"].min(), pts["yaw"].max(), 20)
             top.plot(xs, pts["rate"] * xs, color=color, lw=1.2)
-            bottom.plot(pts["yaw"], pts["off_line"], color=color, marker=marker, lw=1.2, label=f"{line.side}: off the line")
-            bottom.plot(pts["yaw"], pts["spread"], color=color, ls=":", lw=1, label=f"{line.side}: off the mean")
+            bottom.plot(pts["yaw"], pts["off_line"], color=color, marker=marker, lw=1.2,
+                        label=f"{row['side']}: off the line")
+            bottom.plot(pts["yaw"], pts["spread"], color=color, ls=":", lw=1, label=f"{row['side']}: off the mean")
         top.set_title(f"light {light}", fontsize=10)
         top.axvline(0, color="0.7", lw=0.8)
         top.grid(alpha=0.3)

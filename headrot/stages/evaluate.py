@@ -372,6 +372,12 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
     # Files: figures, per-render metrics, report.json, report.html.
     figures = make_figures(methods_report, pose_info, synthetic)
+    trajectories_png = trajectory_figure_of(root)
+    if trajectories_png is not None:
+        figures["trajectories.png"] = (trajectories_png, (
+            "The fit's light-conditioned trajectories: top, each yaw bin's centroid along its side's "
+            "fitted direction against the line (legend: R^2, faces); bottom, each centroid's distance "
+            "from its line and from the side's mean (RMS per latent element)."))
     case_method = primary if synthetic or not embedding["method"] else embedding["method"]
     cases_png = make_cases(case_method, m, sid, images, sources, gt_images, config.cases, synthetic)
     if cases_png is not None:
@@ -480,6 +486,14 @@ def make_figures(methods_report, pose_info, synthetic) -> dict[str, tuple[bytes,
     return figs
 
 
+def trajectory_figure_of(root: str) -> bytes | None:
+    """report/trajectories.png from the fit stage's table (None when the run has none)."""
+    from headrot.report.trajectory_fit import trajectory_figure
+
+    uri = storage.join(root, "trajectories", "trajectories.parquet")
+    return trajectory_figure(tables.read_parquet(uri)) if storage.exists(uri) else None
+
+
 def make_cases(primary, m, sid, images, sources, gt_images, k, synthetic) -> bytes | None:
     # Synthetic: the primary method's renders vs ground truth; real: its reconstruction (delta 0).
     sel = (m["method"] == primary) & (np.isfinite(m["psnr"]) if synthetic else (m["delta"] == 0))
@@ -559,11 +573,7 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
     if cases:
         sections.append(("Best, median and worst cases", cases))
     earlier = []
-    captions = {
-        "mean_faces.png": "Mean face per light class and yaw bin (embed stage)",
-        "trajectories.png": "Bin centroids against the fitted light-conditioned lines; bottom: each "
-                            "centroid's distance from its line and from the mean (fit stage)",
-    }
+    captions = {"mean_faces.png": "Mean face per light class and yaw bin (embed stage)"}
     for name in list(captions) + sorted(f.rsplit("/", 1)[-1] for f in storage.list_files(report_dir, ".png")
                                         if f.rsplit("/", 1)[-1].startswith("contact_sheet_")):
         uri = storage.join(report_dir, name)

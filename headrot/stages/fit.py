@@ -24,7 +24,6 @@ from headrot import runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
 from headrot.lock import locked
-from headrot.report.trajectory_fit import trajectory_figure
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +163,6 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     lines = tr.fit_all(merged, config.min_images, config.min_bins)
     table = lines_table(lines, edges)
     tables.write_parquet(storage.join(out_dir, FILE), table)
-    figure = trajectory_figure(lines, edges)
-    if figure is not None:
-        storage.write_bytes(storage.join(root, "report", "trajectories.png"), figure)
 
     summary = _summary(config, digest, merged, lines, files, started, reduce_s)
     storage.mark_complete(out_dir, summary)
