@@ -414,7 +414,7 @@ def test_every_stage_has_a_job_file():
 def test_job_file_is_thin_and_answers_help(path):
     command = JOB_COMMAND.get(path.stem, path.stem)
     source = path.read_text()
-    assert f'main(["{command}", *sys.argv[1:]])' in source
+    assert f'run(["{command}", *sys.argv[1:]])' in source     # headrot.cli.run: main + a clean exit
     assert "ray job submit" in source, "the docstring shows how to submit it"
     done = subprocess.run([sys.executable, str(path.relative_to(ROOT)), "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -442,17 +442,21 @@ def test_job_file_runs_from_an_unpacked_working_dir(tmp_path):
     """As `ray job submit --working-dir .` unpacks it: the copy's headrot, not an installed one."""
     for part in ("headrot", "jobs"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    # The job file's top (everything but its __main__ block, which leaves the process) picks the
+    # copy's headrot ...
     probe = (
-        "import runpy, sys\n"
-        "sys.argv = ['jobs/synth.py', '--help']\n"
-        "try:\n    runpy.run_path('jobs/synth.py', run_name='__main__')\n"
-        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "import runpy\n"
+        "runpy.run_path('jobs/synth.py', run_name='job')\n"
         "import headrot\nprint('HEADROT', headrot.__file__)\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     origin = Path(done.stdout.split("HEADROT ")[-1].strip())
     assert origin.is_relative_to(tmp_path), origin
+    # ... and the job runs from there as `ray job submit` starts it.
+    done = subprocess.run([sys.executable, "jobs/synth.py", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "headrot synth" in done.stdout, done.stderr
 
 
 def test_runtime_env_is_valid_and_matches_pyproject():

@@ -406,6 +406,7 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "per_light": per_light,
         "light_difference": light_diff,
         "embedding": embedding,
+        "trajectories": trajectory_fit_of(root),
         "pose_estimator": pose_info,
         "targets": targets,
         "notes": notes,
@@ -486,6 +487,13 @@ def make_figures(methods_report, pose_info, synthetic) -> dict[str, tuple[bytes,
     return figs
 
 
+def trajectory_fit_of(root: str) -> dict[str, Any]:
+    """The fit's R^2 per light class and side (and of the global lines), from its _SUCCESS."""
+    done = storage.completion(storage.join(root, "trajectories")) or {}
+    return {"r2_by_light": done.get("r2_by_light", {}), "r2_global": done.get("r2_global", {}),
+            "fallbacks": done.get("fallbacks", {})}
+
+
 def trajectory_figure_of(root: str) -> bytes | None:
     """report/trajectories.png from the fit stage's table (None when the run has none)."""
     from headrot.report.trajectory_fit import trajectory_figure
@@ -544,6 +552,12 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
         ["", "value"], [(k, v if not isinstance(v, (list, dict)) else str(v)) for k, v in sorted(pe.items())
                         if k != "note"])))
     figs = "".join(H.figure(png, cap, name) for name, (png, cap) in figures.items() if not name.startswith("cases_"))
+    fit = report.get("trajectories", {})
+    if fit.get("r2_by_light"):
+        figs += "<h3>Trajectory fit: R^2 of the light-conditioned lines</h3>" + H.table(
+            ["light", "side", "R^2"],
+            [(*key.split("/", 1), r2) for key, r2 in sorted(fit["r2_by_light"].items())] +
+            [("any (global)", side, r2) for side, r2 in sorted(fit.get("r2_global", {}).items())], left=2)
     sections.append(("Figures", figs or "<p>No figures (nothing measurable).</p>"))
     rows = []
     for method, per in report["methods"].items():
