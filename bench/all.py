@@ -9,9 +9,9 @@ writes bench/results/<name>.json; bench.read (which only prints) is wrapped here
     read    10,000 / 1,000 images at 64x64
     model   demo + paper presets: thread x batch x layout sweep, one 10-step render
     train   demo (batch 64) + paper (batch 16) generator steps
-    embed   384 / 64 images, demo preset (32x32), inversion, 10 steps; 2 alternating rounds of stage and plain
+    embed   320 / 64 images, demo preset (32x32), inversion, 10 steps; 2 alternating rounds of stage and plain
     fit     40,000 / 1,000 latent rows, demo size, 16 files
-    render  96 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop, then 2 actors
+    render  80 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop, then 2 actors
     memory  embed at 1,000 vs 10,000 / 200 vs 1,000 images, tiny preset
 """
 from __future__ import annotations
@@ -157,7 +157,9 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
               f"Best of {x.get('rounds', 1)} alternating rounds per side (stage "
               f"{', '.join(_f(v) for v in x.get('stage_rounds_images_per_s', []))}; plain "
               f"{', '.join(_f(v) for v in x.get('plain_rounds_images_per_s', []))} images/s); model busy fraction of "
-              f"the stage's actor {_f(x.get('model_busy_fraction'))}. Plain loop torch threads {x.get('plain_torch_threads')}; model part alone "
+              f"the stage's actor {_f(x.get('model_busy_fraction'))}. Fixed start-up of a render run (a run of 2 renders): "
+              f"{_f(x.get('startup_s'))} s; the stage net of it: {_f(x.get('ratio_net_of_startup'))} of the plain loop. "
+              f"Plain loop torch threads {x.get('plain_torch_threads')}; model part alone "
               f"{_f(x['plain_model_only_of_flop_bound'])} of the bound; 2 actors / 1 actor: {_f(x['scaling_2_over_1'])}; "
               f"PNG encodes/s on one core: {_f(x['png_encodes_per_s_one_core'])}.")
     if "model" in r:

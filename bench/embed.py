@@ -1,7 +1,7 @@
 """Embed stage throughput: `run_embed` (Ray: decode tasks, model actor, write tasks) against
 the same work in a plain loop, plus the float16-latent reconstruction cost.
 
-    python -m bench.embed [--n 384] [--preset demo|paper] [--data DIR] [--batch-size 64] [--quick]
+    python -m bench.embed [--n 320] [--preset demo|paper] [--data DIR] [--batch-size 64] [--quick]
 
 Input: the first n images of a CelebA-layout folder (--data; default a cached synthetic
 set written with headrot.synth). A randomly initialised generator of the preset, method
@@ -209,7 +209,7 @@ def run(n: int, preset: str = "demo", data: str | None = None, batch_size: int =
 
 
 def main(argv=None) -> dict:
-    p = common.parser(__doc__, n=384, quick_n=64)
+    p = common.parser(__doc__, n=320, quick_n=64)
     p.add_argument("--data", default=None, help="CelebA-layout folder (default: a cached synthetic set)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--actors", type=int, nargs="+", default=[1])
