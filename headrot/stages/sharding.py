@@ -189,23 +189,7 @@ def busy_fraction(snapshots: Iterable[str]) -> float | None:
 
 
 def set_torch_threads(n: int) -> None:
-    """n torch threads in this model actor, at the driver's CPU priority where allowed.
-
-    Ray starts its workers at nice 15, below its own daemons and the driver. A model actor
-    runs its torch threads in lockstep, so each time a daemon or the driver's Ray Data loop
-    preempts one thread the others wait at the next barrier: on 2 cores that cost the render
-    stage 10-20% against the same loop run in the driver (bench/render.py). So the actor takes
-    its raylet's niceness (the priority the job was started with: `nice make demo` stays nice).
-    Lowering a nice value needs CAP_SYS_NICE (root in most containers); without it the actor
-    stays where Ray put it."""
     import torch
-
-    try:
-        target = os.getpriority(os.PRIO_PROCESS, os.getppid())
-        if os.getpriority(os.PRIO_PROCESS, 0) > target:
-            os.setpriority(os.PRIO_PROCESS, 0, target)
-    except (OSError, AttributeError):
-        pass  # not permitted (or no such call on this OS): keep Ray's niceness
 
     torch.set_num_threads(max(1, n))
     # Interop threads only matter for parallel graph ops; keep them from oversubscribing.
