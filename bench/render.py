@@ -114,12 +114,10 @@ def run(n_sources: int, preset: str = "demo", batch_size: int = 64, quick: bool 
                     "render_part_images_per_s": summary.get("renders_per_s"),
                     "model_busy_fraction": summary.get("model_busy_fraction")}
 
-        stage_rounds, plain_rounds = [], []
-        for r in range(rounds):
-            stage_rounds.append(stage_run(f"rotated-round{r}", actors[0]))
-            plain_rounds.append(plain_loop(config(f"plain-round{r}", n_sources), threads))
-        stage = {actors[0]: max(stage_rounds, key=lambda x: x["images_per_s"])}
-        plain = max(plain_rounds, key=lambda x: x["images_per_s"])
+        best_stage, plain, stage_rounds, plain_rounds = common.alternate_rounds(
+            lambda r: stage_run(f"rotated-round{r}", actors[0]),
+            lambda r: plain_loop(config(f"plain-round{r}", n_sources), threads), rounds)
+        stage = {actors[0]: best_stage}
         for n_act in actors[1:]:
             stage[n_act] = stage_run(f"rotated{n_act}", n_act)
         worker = common.ray_worker_threads()
