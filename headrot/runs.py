@@ -85,23 +85,28 @@ def read_run_json(root: str) -> dict[str, Any]:
     return storage.read_json(uri) if storage.exists(uri) else {"stages": {}}
 
 
-def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any]) -> bool:
-    """Record that `stage` in `root` is made from inputs with fingerprint `digest`.
+def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any], out_dir: str) -> bool:
+    """Record that `stage` in `root`, writing `out_dir`, is made from inputs with fingerprint `digest`.
 
     Returns True when the stage was already recorded with the same fingerprint
-    (a rerun or a resume), False when it is new. Raises ValueError when the
-    root already holds this stage made from different inputs.
+    (a rerun or a resume), False when it is new. Raises ValueError when `out_dir`
+    still holds outputs made from different inputs; once the user has deleted them,
+    the new inputs take over the record (there is nothing left to mix with).
     """
     run = read_run_json(root)
     stages = run.setdefault("stages", {})
     previous = stages.get(stage)
     if previous is not None and previous.get("fingerprint") != digest:
-        raise ValueError(
-            f"{redact_uri(root)} already holds a '{stage}' stage made from other inputs "
-            f"(fingerprint {previous.get('fingerprint')}, now {digest}: the data, a model or the "
-            f"config changed). Use a new --out root, or delete {redact_uri(root)}/{stage} "
-            "and the stages after it to redo them."
-        )
+        if storage.list_files(out_dir) or storage.completion(out_dir) is not None:
+            raise ValueError(
+                f"{redact_uri(root)} already holds a '{stage}' stage made from other inputs "
+                f"(fingerprint {previous.get('fingerprint')}, now {digest}: the data, a model or the "
+                f"config changed). Use a new --out root, or delete {redact_uri(out_dir)} "
+                "(and the outputs of the stages after it) to redo it."
+            )
+        log.info("%s: %s is empty; redoing it from new inputs (fingerprint %s, was %s)",
+                 stage, redact_uri(out_dir), digest, previous.get("fingerprint"))
+        previous = None
     stages[stage] = {
         "fingerprint": digest,
         "config": _redact(config),

@@ -102,13 +102,17 @@ def key_string(attributes: Sequence[str], values: Sequence[bool]) -> str:
 @dataclass
 class GroupSums:
     """Per-bin sums of one group: counts [B], yaw sums [B], latent sums [B,3,S,S] (float64),
-    and per-bin yaw min/max (merged by min/max, so exact)."""
+    per-bin yaw min/max (merged by min/max, so exact), and sq_dev [B]: the sum over the bin's
+    images of ||latent - bin centroid||^2 (merged with Chan et al.'s pairwise update, so it
+    needs no second pass and does not depend on the split). sq_dev is what tells how much of
+    a line's misfit is the centroids' sampling noise (`reliability`)."""
 
     count: np.ndarray
     yaw_sum: np.ndarray
     latent_sum: np.ndarray
     yaw_min: np.ndarray
     yaw_max: np.ndarray
+    sq_dev: np.ndarray
 
     @classmethod
     def zeros(cls, n_bins: int, shape: tuple[int, ...]) -> "GroupSums":
@@ -118,15 +122,21 @@ class GroupSums:
             latent_sum=np.zeros((n_bins, *shape), np.float64),
             yaw_min=np.full(n_bins, np.inf),
             yaw_max=np.full(n_bins, -np.inf),
+            sq_dev=np.zeros(n_bins, np.float64),
         )
 
     def add(self, other: "GroupSums") -> "GroupSums":
+        n = self.count + other.count
+        # Chan's update: M2 = M2_a + M2_b + |mean_b - mean_a|^2 * n_a * n_b / n, per bin.
+        gap = ((other.centroids() - self.centroids()) ** 2).reshape(len(n), -1).sum(axis=1)
+        cross = gap * self.count * other.count / np.maximum(n, 1)
         return GroupSums(
-            count=self.count + other.count,
+            count=n,
             yaw_sum=self.yaw_sum + other.yaw_sum,
             latent_sum=self.latent_sum + other.latent_sum,
             yaw_min=np.minimum(self.yaw_min, other.yaw_min),
             yaw_max=np.maximum(self.yaw_max, other.yaw_max),
+            sq_dev=self.sq_dev + other.sq_dev + cross,
         )
 
     @property
@@ -203,7 +213,18 @@ def reduce_rows(
     ends = np.r_[starts[1:], len(rows)]
     # One gather and one float64-accumulating sum per cell: 10x faster than casting the whole
     # shard to float64 and reduceat-ing it (bench/fit.py), with the same float64 sums.
-    lat_sums = [latents[rows[s:e]].sum(axis=0, dtype=np.float64) for s, e in zip(starts, ends)]
+    lat_sums, sq_devs = [], []
+    for s, e in zip(starts, ends):
+        x = latents[rows[s:e]]
+        total = x.sum(axis=0, dtype=np.float64)
+        lat_sums.append(total)
+        # Deviations in the latents' own dtype (the centroid is exact; only the squares are
+        # rounded there), squares summed with float64 accumulation: a diagnostic, not a sum
+        # the fit uses, and a float64 copy of the cell would double the stage's time.
+        dtype = np.promote_types(x.dtype, np.float32)  # float16 latents: square in float32
+        dev = x.astype(dtype, copy=False) - (total / (e - s)).astype(dtype)
+        np.square(dev, out=dev)
+        sq_devs.append(float(dev.sum(dtype=np.float64)))
     yaw_sums = np.add.reduceat(y, starts)
     yaw_mins = np.minimum.reduceat(y, starts)
     yaw_maxs = np.maximum.reduceat(y, starts)
@@ -216,6 +237,7 @@ def reduce_rows(
         sums.latent_sum[k] += lat_sums[j]
         sums.yaw_min[k] = min(sums.yaw_min[k], yaw_mins[j])
         sums.yaw_max[k] = max(sums.yaw_max[k], yaw_maxs[j])
+        sums.sq_dev[k] = sq_devs[j]  # each (group, bin) cell is one run of the sort: set once
     return out
 
 
@@ -307,6 +329,12 @@ def fit_line(mean_yaws: np.ndarray, centroids: np.ndarray, counts: np.ndarray) -
     Returns (slope [...] per degree, intercept [...], r2). R^2 = 1 - SS_res/SS_tot with both
     sums over all latent elements, weighted by the counts; 1.0 when the centroids are all equal
     (the fitted line is then exact). Empty bins (count 0) are ignored. Needs 2 distinct yaws."""
+    slope, intercept, ss_res, ss_tot = _weighted_fit(mean_yaws, centroids, counts)
+    return slope, intercept, (1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+
+
+def _weighted_fit(mean_yaws, centroids, counts) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """fit_line's work: (slope, intercept, SS_res, SS_tot), the sums weighted by the counts."""
     w = np.asarray(counts, dtype=np.float64)
     keep = w > 0
     y = np.asarray(mean_yaws, dtype=np.float64)[keep]
@@ -324,8 +352,45 @@ def fit_line(mean_yaws: np.ndarray, centroids: np.ndarray, counts: np.ndarray) -
     resid = c - (intercept + slope * y.reshape(wb.shape))
     ss_res = float((wb * resid**2).sum())
     ss_tot = float((wb * (c - cbar) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return slope, intercept, r2
+    return slope, intercept, ss_res, ss_tot
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How much of a line's R^2 the centroids' sampling noise explains.
+
+    A centroid of n images carries noise of variance s2/n (s2: the images' spread around
+    their bin centroid, summed over latent elements, pooled over the bins). Weighted by the
+    counts, that noise is the same s2 in every bin, so it adds (B-1)*s2 to SS_tot and
+    (B-2)*s2 to SS_res in expectation (B populated bins; a line has 2 parameters).
+
+    noise_share  (B-1)*s2 / SS_tot: the part of the centroids' spread that sampling noise alone
+                 would give. Near 1: the bins are too small to show a trajectory at all.
+    r2_reliable  1 - (SS_res - (B-2)*s2) / (SS_tot - (B-1)*s2): R^2 of the line on the
+                 centroids' noise-free spread (what more images per bin would tend to; the
+                 "explainable variance" correction). None when the spread is all noise.
+                 Low r2_reliable = the trajectory bends; low r2 with high r2_reliable = more
+                 images per bin (or wider bins) would straighten it. The images' yaw spread
+                 inside a bin counts as noise here: slope^2 x var(yaw in bin), ~0.1% of s2 for
+                 10-degree bins of the demo's latents (see CONTRACTS.md trajectories/).
+    """
+
+    noise_share: float | None
+    r2_reliable: float | None
+
+    @classmethod
+    def of(cls, ss_res: float, ss_tot: float, counts: np.ndarray, sq_dev: np.ndarray) -> "Reliability":
+        counts = np.asarray(counts)
+        keep = counts > 0
+        dof = int((counts[keep] - 1).sum())
+        if dof <= 0 or ss_tot <= 0:
+            return cls(None, None)  # one image per bin: no spread to estimate the noise from
+        s2 = float(np.asarray(sq_dev)[keep].sum()) / dof
+        n_bins = int(keep.sum())
+        noise_tot, noise_res = (n_bins - 1) * s2, (n_bins - 2) * s2
+        signal = ss_tot - noise_tot
+        r2 = min(1.0, 1.0 - (ss_res - noise_res) / signal) if signal > 0 else None
+        return cls(min(1.0, noise_tot / ss_tot), r2)
 
 
 @dataclass
@@ -339,6 +404,7 @@ class Line:
     slope: np.ndarray
     intercept: np.ndarray
     r2: float
+    reliability: Reliability
     yaw_min: float
     yaw_max: float
     n_images: int
@@ -356,10 +422,13 @@ def _fittable(sums: GroupSums, mask: np.ndarray) -> bool:
     return int((sums.count[mask] > 0).sum()) >= 2
 
 
-def _line(sums: GroupSums, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float, int]:
+def _line(sums: GroupSums, mask: np.ndarray) -> tuple:
     m = mask & (sums.count > 0)
-    slope, intercept, r2 = fit_line(sums.mean_yaws()[m], sums.centroids()[m], sums.count[m])
-    return slope, intercept, r2, float(sums.yaw_min[m].min()), float(sums.yaw_max[m].max()), int(sums.count[m].sum())
+    slope, intercept, ss_res, ss_tot = _weighted_fit(sums.mean_yaws()[m], sums.centroids()[m], sums.count[m])
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    reliability = Reliability.of(ss_res, ss_tot, sums.count[m], sums.sq_dev[m])
+    return (slope, intercept, r2, reliability, float(sums.yaw_min[m].min()), float(sums.yaw_max[m].max()),
+            int(sums.count[m].sum()))
 
 
 def fit_all(partial: Partial, min_images: int = 50, min_bins: int = 3,
@@ -399,8 +468,8 @@ def fit_all(partial: Partial, min_images: int = 50, min_bins: int = 3,
                     dropped.append("side")
                     served = ((ANY_LIGHT, ""), total, both)
                 level_group, sums, m = served
-                slope, intercept, r2, ymin, ymax, n = _line(sums, m)
-                lines.append(Line(mode, group[0], group[1], side, slope, intercept, r2, ymin, ymax, n,
+                slope, intercept, r2, reliability, ymin, ymax, n = _line(sums, m)
+                lines.append(Line(mode, group[0], group[1], side, slope, intercept, r2, reliability, ymin, ymax, n,
                                   fallback_name(dropped), level_group, sums))
     return lines
 

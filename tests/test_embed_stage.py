@@ -91,8 +91,14 @@ def test_embed_resumes_after_a_crash_without_duplicates(ray_cluster, dataset, ge
 def test_embed_refuses_other_inputs_in_the_same_root(ray_cluster, dataset, generator_ckpt, tmp_path):
     out = tmp_path / "run"
     run_embed(_config(dataset, out, generator_ckpt, limit=16))
-    with pytest.raises(ValueError, match="other inputs"):
+    with pytest.raises(ValueError, match="other inputs") as refused:
         run_embed(_config(dataset, out, generator_ckpt, limit=20))
+    # The error names the folder to delete; once it is gone, the new inputs take over.
+    latents = storage.join(str(out), "latents")
+    assert latents in str(refused.value)
+    shutil.rmtree(latents)
+    redone = run_embed(_config(dataset, out, generator_ckpt, limit=20))
+    assert not redone.get("skipped") and storage.completion(latents)["fingerprint"] == redone["fingerprint"]
 
 
 def test_embed_to_s3_reads_back_identical_rows(ray_cluster, dataset, generator_ckpt, tmp_path, s3_bucket):

@@ -71,7 +71,7 @@ def synthetic_run(tmp_path_factory):
                              "method": method, "partition": r["partition"], "identity": r["identity"],
                              "yaw": r["yaw"], "light": r["light"], "image": image})
     _write_rotated(root, rows)
-    runs.claim_stage(root, "embed", "test", {"data": data, "out": root})  # --data defaults from run.json
+    runs.claim_stage(root, "embed", "test", {"data": data, "out": root}, storage.join(root, "latents"))  # --data defaults from run.json
     report = run_evaluate(EvaluateConfig(root=root, **POSE))
     return {"data": data, "root": root, "report": report, "picked": picked, "base": base}
 

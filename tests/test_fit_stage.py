@@ -79,6 +79,7 @@ def test_fit_recovers_planted_slopes_independent_of_files(ray_cluster, tmp_path)
             assert slope.shape == (3, SIZE, SIZE)
             np.testing.assert_allclose(slope, planted, atol=2e-3)
             assert row["r2"] > 0.99
+            assert 0 <= row["noise_share"] < 0.05 and row["r2_reliable"] >= row["r2"] - 1e-3
     # The two light classes differ; light-agnostic mixes them.
     diff = lines[("light_conditioned", "left", "", "left")][1] - lines[("light_conditioned", "right", "", "left")][1]
     assert np.all(np.abs(diff) > 0.04)
@@ -92,6 +93,13 @@ def test_fit_recovers_planted_slopes_independent_of_files(ray_cluster, tmp_path)
         np.testing.assert_allclose(slope, other_slope, atol=1e-6)
         assert row["fallback"] == other_row["fallback"] and row["n_images"] == other_row["n_images"]
         assert row["r2"] == pytest.approx(other_row["r2"], abs=1e-9)
+        # The noise diagnostics merge across files like the sums (float32 squares: 1e-5); None
+        # (a bin below 2 images, a group whose spread is all noise) in both or neither.
+        for mine, theirs in [(row["noise_share"], other_row["noise_share"]),
+                             (row["r2_reliable"], other_row["r2_reliable"]),
+                             *zip([b["spread"] for b in row["bins"]], [b["spread"] for b in other_row["bins"]])]:
+            assert (mine is None) == (theirs is None)
+            assert mine is None or mine == pytest.approx(theirs, rel=1e-5, abs=1e-9)
 
 
 def test_fit_refuses_incomplete_latents(ray_cluster, tmp_path):

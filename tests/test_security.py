@@ -142,7 +142,7 @@ def test_run_json_never_records_credentials_in_uris(tmp_path):
     secret = "s3cr3t-" + os.urandom(6).hex()
     root = str(tmp_path / "run")
     config = {"data": f"s3://AKIAEXAMPLE:{secret}@bucket/celeba", "nested": {"x": [f"https://u:{secret}@h/p"]}}
-    runs.claim_stage(root, "embed", "f" * 16, config)
+    runs.claim_stage(root, "embed", "f" * 16, config, storage.join(root, "latents"))
     text = (tmp_path / "run" / "run.json").read_text()
     assert secret not in text and "s3://bucket/celeba" in text
     assert runs.redact_uri(f"s3://AKIAEXAMPLE:{secret}@bucket/x") == "s3://bucket/x"

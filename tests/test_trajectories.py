@@ -78,6 +78,69 @@ def test_merge_any_order_any_split_same_centroids():
                 np.testing.assert_allclose(m.groups[k].mean_yaws(), whole.groups[k].mean_yaws(), atol=1e-9)
 
 
+def test_spread_merges_to_the_direct_sum_in_any_split():
+    """sq_dev (sum of squared deviations from the bin centroid) merged by Chan's update equals
+    the two-pass sum over all rows, whatever the split."""
+    latents, yaw, light, attrs = planted(seed=4)
+    latents = latents.astype(np.float32)
+    whole = tr.reduce_rows(latents, yaw, light, attrs, EDGES, ATTRS)
+    b = tr.bin_index(yaw, EDGES)
+    for (lit, values), sums in whole.groups.items():
+        rows = (light == lit) & np.all(attrs == np.array(values), axis=1)
+        for k in range(len(EDGES) - 1):
+            x = latents[rows & (b == k)].astype(np.float64)
+            expect = ((x - x.mean(0)) ** 2).sum() if len(x) else 0.0
+            assert sums.sq_dev[k] == pytest.approx(expect, rel=1e-5, abs=1e-9)
+    rng = np.random.default_rng(2)
+    parts = [tr.reduce_rows(latents[i], yaw[i], light[i], attrs[i], EDGES, ATTRS)
+             for i in np.array_split(rng.permutation(len(yaw)), 7)]
+    merged = tr.merge(parts[::-1])
+    for key, sums in whole.groups.items():
+        np.testing.assert_allclose(merged.groups[key].sq_dev, sums.sq_dev, rtol=1e-5, atol=1e-9)
+
+
+def _noisy_side(shape_fn, noise, n_per_bin=30, seed=0, elements=200):
+    """One side's rows: latent = shape_fn(yaw) [elements] + N(0, noise^2); 5 bins, 0..45 deg."""
+    rng = np.random.default_rng(seed)
+    yaw = rng.uniform(-4.9, 44.9, 5 * n_per_bin)
+    clean = shape_fn(yaw)
+    latents = clean + rng.normal(scale=noise, size=clean.shape)
+    p = tr.reduce_rows(latents.reshape(len(yaw), 1, 1, elements), yaw, ["center"] * len(yaw), None, EDGES, ())
+    line = {(l.mode, l.light, l.side): l for l in tr.fit_all(p, min_images=10, min_bins=2)}[
+        ("light_conditioned", "center", "right")]
+    return line
+
+
+def test_reliability_separates_sampling_noise_from_a_bend():
+    direction = np.random.default_rng(9).normal(size=200)
+    straight = lambda y: 0.01 * y[:, None] * direction  # noqa: E731
+    # A straight trajectory under heavy noise: a low R^2, yet the noise explains the misfit.
+    line = _noisy_side(straight, noise=0.7)
+    assert line.r2 < 0.8
+    assert line.reliability.noise_share > 0.2
+    assert line.reliability.r2_reliable > 0.95
+    # A bent trajectory, noise-free: r2_reliable is R^2 itself, up to the bins' own yaw
+    # spread (the curve moves inside a bin too, which the estimate counts as noise).
+    bent = lambda y: 0.0004 * (y[:, None] - 20) ** 2 * direction + straight(y)  # noqa: E731
+    clean = _noisy_side(bent, noise=1e-9)
+    assert clean.reliability.noise_share < 0.01
+    assert clean.reliability.r2_reliable == pytest.approx(clean.r2, abs=0.01)
+    assert clean.r2 < 0.97  # the bend is visible
+    # The same bend under noise: r2 drops, r2_reliable stays near the noise-free R^2.
+    noisy = _noisy_side(bent, noise=0.8, n_per_bin=60, seed=1)
+    assert noisy.r2 < clean.r2 - 0.1
+    assert noisy.reliability.r2_reliable == pytest.approx(clean.r2, abs=0.05)
+
+
+def test_reliability_unknown_without_spread():
+    # One image per bin: no within-bin spread to estimate the noise from.
+    rel = tr.Reliability.of(1.0, 10.0, np.array([1, 1, 1]), np.zeros(3))
+    assert rel == tr.Reliability(None, None)
+    # Spread that is all noise: no signal left to explain.
+    rel = tr.Reliability.of(8.0, 10.0, np.array([5, 5, 5]), np.full(3, 40.0))  # s2 = 10, (B-1) s2 = 20 > 10
+    assert rel.noise_share == 1.0 and rel.r2_reliable is None
+
+
 def test_merge_refuses_different_bins():
     latents, yaw, light, attrs = planted(50)
     a = tr.reduce_rows(latents, yaw, light, attrs, EDGES, ATTRS)

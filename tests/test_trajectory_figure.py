@@ -65,7 +65,13 @@ def test_figure_is_a_png_with_one_column_per_light():
     yaw = rng.uniform(-44, 44, n)
     light = rng.choice(["left", "center", "right"], n)
     latents = rng.normal(size=(n, 3, 4, 4)) * 0.1 + 0.01 * yaw.reshape(-1, 1, 1, 1)
-    png = trajectory_figure(table_for(latents, yaw, light))
+    table = table_for(latents, yaw, light)
+    # The dashed sampling-noise level: the bin's image spread / sqrt(count). Per element the
+    # images spread by 0.1 (noise) and 0.01 x the bin's yaw spread (10/sqrt(12) degrees).
+    for _, pts in points(table, lambda r: r["mode"] == "light_conditioned" and r["light"] != tr.ANY_LIGHT):
+        expect = np.hypot(0.1, 0.01 * 10 / np.sqrt(12)) / np.sqrt(pts["count"])
+        np.testing.assert_allclose(pts["noise"], expect, rtol=0.15)
+    png = trajectory_figure(table)
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.width > 1.5 * image.height   # 3 panels across, 2 down
     only_any = table_for(latents, yaw, ["center"] * n)

@@ -7,11 +7,12 @@ how much of the centroids' spread the line explains. This figure shows where the
 - top row, one panel per light class: each bin centroid's position along its side's fitted
   direction, (c_b - intercept) . u with u = slope / |slope|, against the bin's mean yaw,
   beside the fitted line |slope| * yaw. A straight trajectory puts the points on the line.
-- bottom row: each centroid's distance from its line, against the same yaw, and the
-  centroids' spread about their mean for scale. Distances that grow toward the ends of a
-  side mean the path bends (one line fits large rotations badly, as the paper notes);
-  distances flat across the bins at the level of 1/sqrt(count) x the latents' spread are
-  sampling noise.
+- bottom row: each centroid's distance from its line, against the same yaw, the
+  centroids' spread about their mean for scale, and (dashed) the sampling noise a centroid
+  of that many images carries (the bin's image spread / sqrt(count)). Distances that grow
+  toward the ends of a side mean the path bends (one line fits large rotations badly, as
+  the paper notes); distances at the dashed line are sampling noise. The legend gives R^2
+  and, in brackets, R^2 on the noise-free spread (headrot.trajectories.Reliability).
 
 Distances are RMS per latent element, so any latent size reads the same.
 """
@@ -49,11 +50,15 @@ def side_points(row: dict[str, Any], slope: np.ndarray, intercept: np.ndarray,
     resid = cents - (intercept + np.outer(yaw, slope))
     w = counts[mask].astype(np.float64)
     mean = (w[:, None] * cents).sum(0) / w.sum() if len(w) else np.zeros(size)
+    # Tables written before the bins carried their spread have no noise level to draw.
+    spread = np.array([np.nan if b.get("spread") is None else b["spread"] for b, m in zip(bins, mask) if m],
+                      np.float64)
     return {
         "yaw": yaw, "count": counts[mask], "along": (cents - intercept) @ u / np.sqrt(size),
         "off_line": np.sqrt((resid ** 2).mean(axis=1)),
         "spread": np.sqrt(((cents - mean) ** 2).mean(axis=1)),
         "rate": norm / np.sqrt(size),
+        "noise": spread / np.sqrt(np.maximum(w, 1)),
     }
 
 
@@ -79,13 +84,19 @@ def trajectory_figure(table: pa.Table) -> bytes | None:
             if len(pts["yaw"]) == 0:
                 continue
             color, marker = SIDE_STYLE.get(row["side"], ("k", "x"))
-            label = f"{row['side']}: R\u00b2 {row['r2']:.2f}, n {row['n_images']}"
+            label = f"{row['side']}: R\u00b2 {row['r2']:.2f}"
+            if row.get("r2_reliable") is not None:
+                label += f" ({row['r2_reliable']:.2f} w/o noise)"
+            label += f", n {row['n_images']}"
             top.scatter(pts["yaw"], pts["along"], color=color, marker=marker, s=18 + pts["count"] / 4, label=label)
             xs = np.linspace(pts["yaw"].min(), pts["yaw"].max(), 20)
             top.plot(xs, pts["rate"] * xs, color=color, lw=1.2)
             bottom.plot(pts["yaw"], pts["off_line"], color=color, marker=marker, lw=1.2,
                         label=f"{row['side']}: off the line")
             bottom.plot(pts["yaw"], pts["spread"], color=color, ls=":", lw=1, label=f"{row['side']}: off the mean")
+            if np.isfinite(pts["noise"]).any():
+                bottom.plot(pts["yaw"], pts["noise"], color=color, ls="--", lw=0.8, alpha=0.6,
+                            label=f"{row['side']}: sampling noise")
         top.set_title(f"light {light}", fontsize=10)
         top.axvline(0, color="0.7", lw=0.8)
         top.grid(alpha=0.3)
@@ -96,6 +107,9 @@ def trajectory_figure(table: pa.Table) -> bytes | None:
         if col == 0:
             top.set_ylabel("centroid along the fitted direction\n(RMS per latent element)")
             bottom.set_ylabel("centroid distance\n(RMS per latent element)")
-            bottom.legend(fontsize=7, loc="best")
+            # One key for the bottom row, under the panels, so it hides no point.
+            handles, labels = bottom.get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.02))
+    fig.subplots_adjust(bottom=0.16)
     fig.suptitle("Light-conditioned trajectories: bin centroids against the fitted lines", fontsize=11)
     return _png(fig)

@@ -323,7 +323,7 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
         "config": {k: v for k, v in to_mapping(config).items()
                    if k not in ("out", "max_actors", "batch_size", "fail_after_shards", "compile")},
     })
-    runs.claim_stage(root, STAGE, digest, to_mapping(config))
+    runs.claim_stage(root, STAGE, digest, to_mapping(config), latents_dir)
     skipped = runs.completed(STAGE, latents_dir, digest, "written", "rows written")
     if skipped is not None:
         return skipped

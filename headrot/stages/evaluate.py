@@ -376,8 +376,9 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if trajectories_png is not None:
         figures["trajectories.png"] = (trajectories_png, (
             "The fit's light-conditioned trajectories: top, each yaw bin's centroid along its side's "
-            "fitted direction against the line (legend: R^2, faces); bottom, each centroid's distance "
-            "from its line and from the side's mean (RMS per latent element)."))
+            "fitted direction against the line (legend: R^2, in brackets R^2 without the centroids' "
+            "sampling noise, faces); bottom, each centroid's distance from its line and from the side's "
+            "mean, and (dashed) the sampling noise of a centroid of that many faces (RMS per latent element)."))
     case_method = primary if synthetic or not embedding["method"] else embedding["method"]
     cases_png = make_cases(case_method, m, sid, images, sources, gt_images, config.cases, synthetic)
     if cases_png is not None:
@@ -491,6 +492,8 @@ def trajectory_fit_of(root: str) -> dict[str, Any]:
     """The fit's R^2 per light class and side (and of the global lines), from its _SUCCESS."""
     done = storage.completion(storage.join(root, "trajectories")) or {}
     return {"r2_by_light": done.get("r2_by_light", {}), "r2_global": done.get("r2_global", {}),
+            "r2_reliable_by_light": done.get("r2_reliable_by_light", {}),
+            "noise_share_by_light": done.get("noise_share_by_light", {}),
             "fallbacks": done.get("fallbacks", {})}
 
 
@@ -554,10 +557,16 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
     figs = "".join(H.figure(png, cap, name) for name, (png, cap) in figures.items() if not name.startswith("cases_"))
     fit = report.get("trajectories", {})
     if fit.get("r2_by_light"):
-        figs += "<h3>Trajectory fit: R^2 of the light-conditioned lines</h3>" + H.table(
-            ["light", "side", "R^2"],
-            [(*key.split("/", 1), r2) for key, r2 in sorted(fit["r2_by_light"].items())] +
-            [("any (global)", side, r2) for side, r2 in sorted(fit.get("r2_global", {}).items())], left=2)
+        reliable, noise = fit.get("r2_reliable_by_light", {}), fit.get("noise_share_by_light", {})
+        figs += ("<h3>Trajectory fit: R^2 of the light-conditioned lines</h3><p>Noise share: the part of "
+                 "the bin centroids' spread that their sampling noise alone gives (bins too small). R^2 without "
+                 "noise: the line's R^2 on the rest, what more faces per bin would tend to; low means the "
+                 "trajectory bends.</p>") + H.table(
+            ["light", "side", "R^2", "noise share", "R^2 without noise"],
+            [(*key.split("/", 1), r2, noise.get(key), reliable.get(key))
+             for key, r2 in sorted(fit["r2_by_light"].items())] +
+            [("any (global)", side, r2, None, None) for side, r2 in sorted(fit.get("r2_global", {}).items())],
+            left=2)
     sections.append(("Figures", figs or "<p>No figures (nothing measurable).</p>"))
     rows = []
     for method, per in report["methods"].items():

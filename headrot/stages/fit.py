@@ -86,14 +86,17 @@ def reduce_file(uri: str, edges: np.ndarray, attributes: tuple[str, ...],
 
 def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
     bins_type = pa.list_(pa.struct([("yaw_lo", pa.float32()), ("yaw_hi", pa.float32()),
-                                    ("mean_yaw", pa.float32()), ("count", pa.int64())]))
+                                    ("mean_yaw", pa.float32()), ("count", pa.int64()),
+                                    ("spread", pa.float32())]))
     bins = []
     for line in lines:
         means = line.sums.mean_yaws()
+        spread = _spread(line.sums)
         bins.append([
             {"yaw_lo": float(edges[b]), "yaw_hi": float(edges[b + 1]),
              "mean_yaw": None if line.sums.count[b] == 0 else float(means[b]),
-             "count": int(line.sums.count[b])}
+             "count": int(line.sums.count[b]),
+             "spread": None if line.sums.count[b] < 2 else float(spread[b])}
             for b in range(len(edges) - 1)
         ])
     return pa.table({
@@ -106,6 +109,9 @@ def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
         "bins": pa.array(bins, bins_type),
         "centroids": tables.tensor_column(np.stack([l.sums.centroids() for l in lines]).astype(np.float32)),
         "r2": pa.array([l.r2 for l in lines], pa.float64()),
+        # Beyond CONTRACTS.md's first list: how much of the misfit is sampling noise (Reliability).
+        "r2_reliable": pa.array([l.reliability.r2_reliable for l in lines], pa.float64()),
+        "noise_share": pa.array([l.reliability.noise_share for l in lines], pa.float64()),
         "yaw_min": pa.array([l.yaw_min for l in lines], pa.float32()),
         "yaw_max": pa.array([l.yaw_max for l in lines], pa.float32()),
         "n_images": pa.array([l.n_images for l in lines], pa.int64()),
@@ -113,6 +119,13 @@ def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
         # Beyond CONTRACTS.md: the group whose data made the line, "light|key".
         "served_by": pa.array([f"{l.served_by[0]}|{l.served_by[1]}" for l in lines], pa.string()),
     })
+
+
+def _spread(sums: tr.GroupSums) -> np.ndarray:
+    """[B] RMS per latent element of each bin's images around its centroid (nan below 2 images)."""
+    elements = int(np.prod(sums.latent_sum.shape[1:]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(sums.sq_dev / ((sums.count - 1) * elements))
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +156,7 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     if not files:
         raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
     digest = _fingerprint(config, files)
-    runs.claim_stage(root, STAGE, digest, to_mapping(config))
+    runs.claim_stage(root, STAGE, digest, to_mapping(config), out_dir)
     skipped = runs.completed(STAGE, out_dir, digest, "rows", "trajectories")
     if skipped is not None:
         return skipped
@@ -178,13 +191,11 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
         mine = [l for l in lines if l.mode == mode]
         groups[mode] = len({(l.light, l.key) for l in mine})
         fallbacks[mode] = dict(Counter(l.fallback for l in mine))
-    r2 = {
-        l.light + "/" + l.side: round(l.r2, 6)
-        for l in lines
-        if l.mode == "light_conditioned" and l.key == "" and l.light != tr.ANY_LIGHT
-    }
-    r2_global = {l.side: round(l.r2, 6) for l in lines
-                 if l.mode == "light_conditioned" and (l.light, l.key) == (tr.ANY_LIGHT, "")}
+    by_light = [l for l in lines if l.mode == "light_conditioned" and l.key == "" and l.light != tr.ANY_LIGHT]
+    overall = [l for l in lines if l.mode == "light_conditioned" and (l.light, l.key) == (tr.ANY_LIGHT, "")]
+
+    def per_line(chosen, value, key=lambda l: l.light + "/" + l.side):
+        return {key(l): (None if value(l) is None else round(value(l), 6)) for l in chosen}
     n_used = merged.n_rows - merged.n_out_of_range
     return {
         "fingerprint": digest,
@@ -195,8 +206,11 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
         "rows_out_of_bins": merged.n_out_of_range,
         "groups": groups,
         "fallbacks": fallbacks,
-        "r2_by_light": r2,
-        "r2_global": r2_global,
+        "r2_by_light": per_line(by_light, lambda l: l.r2),
+        "r2_global": per_line(overall, lambda l: l.r2, key=lambda l: l.side),
+        # How much of each line's misfit the centroids' sampling noise explains (tr.Reliability).
+        "r2_reliable_by_light": per_line(by_light, lambda l: l.reliability.r2_reliable),
+        "noise_share_by_light": per_line(by_light, lambda l: l.reliability.noise_share),
         "bins": [float(e) for e in merged.edges],
         "attributes": list(merged.attributes),
         "latent_shape": list(merged.shape or ()),

@@ -402,7 +402,7 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     files = storage.list_files(latents_dir, ".parquet")
     digest = _fingerprint(config, files)
     stage_key = STAGE if config.out is None else f"{STAGE}@{runs.redact_uri(config.out)}"
-    runs.claim_stage(root, stage_key, digest, to_mapping(config))
+    runs.claim_stage(root, stage_key, digest, to_mapping(config), out_dir)
 
     items = plan_shards(config, files)
     per_source = len(config.methods) * len(config.deltas)
