@@ -11,7 +11,7 @@ writes bench/results/<name>.json; bench.read (which only prints) is wrapped here
     train   demo (batch 64) + paper (batch 16) generator steps
     embed   320 / 64 images, demo preset (32x32), inversion, 10 steps; 2 alternating rounds of stage and plain
     fit     40,000 / 1,000 latent rows, demo size, 16 files
-    render  80 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop, then 2 actors
+    render  160 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop; 1 and 2 actors at 40
     memory  embed at 1,000 vs 10,000 / 200 vs 1,000 images, tiny preset
 """
 from __future__ import annotations
@@ -145,15 +145,15 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
               f"Read share of the plain fit: {_f(x['plain_read_share'])}.")
     if "render" in r:
         x = r["render"]
-        stage = x["stage"]
+        scaling = x.get("scaling", x["stage"])
         table(f"Render ({x['sources']} sources x {len(x['deltas'])} deltas = {x['renders']} renders, {x['preset']}, "
               f"{x['steps']} steps, batch {x['batch_size']})",
               [["images/s", _f(x["ray_images_per_s"]), _f(x["plain_images_per_s"]), _f(x["ratio"]),
                 _f(x["flop_bound_images_per_s"]), _f(x["plain_of_flop_bound"]), ">= 0.9 of plain", _met(x["ratio"], 0.9)],
                ["plain / FLOP bound", "-", _f(x["plain_images_per_s"]), "-", _f(x["flop_bound_images_per_s"]),
                 _f(x["plain_of_flop_bound"]), ">= 0.5 of bound", _met(x["plain_of_flop_bound"], 0.5)]] +
-              [[f"images/s, {k.replace('_', ' ')}", _f(v["images_per_s"]), "-", "-", "-", "-", "-", "-"]
-               for k, v in stage.items()],
+              [[f"images/s, {k.replace('_', ' ')} ({x.get('scaling_sources', x['sources'])} sources)",
+                _f(v["images_per_s"]), "-", "-", "-", "-", "-", "-"] for k, v in scaling.items()],
               f"Best of {x.get('rounds', 1)} alternating rounds per side (stage "
               f"{', '.join(_f(v) for v in x.get('stage_rounds_images_per_s', []))}; plain "
               f"{', '.join(_f(v) for v in x.get('plain_rounds_images_per_s', []))} images/s); model busy fraction of "

@@ -390,7 +390,7 @@ def ray_worker_threads(num_cpus: float = 0.5, torch_threads: int | None = None) 
 
         before = _torch.get_num_threads()
         set_torch_threads(n)
-        return {"omp_num_threads_env": _os.environ.get("OMP_NUM_THREADS"),
+        return {"omp_num_threads_env": _os.environ.get("OMP_NUM_THREADS"), "nice": _os.nice(0),
                 "torch_threads_before": before, "torch_threads_after": _torch.get_num_threads()}
 
     return ray.get(probe.remote(torch_threads or cores()))
