@@ -105,7 +105,7 @@ class GroupSums:
     per-bin yaw min/max (merged by min/max, so exact), and sq_dev [B]: the sum over the bin's
     images of ||latent - bin centroid||^2 (merged with Chan et al.'s pairwise update, so it
     needs no second pass and does not depend on the split). sq_dev is what tells how much of
-    a line's misfit is the centroids' sampling noise (`reliability`)."""
+    a line's misfit is the centroids' sampling noise (`Reliability`)."""
 
     count: np.ndarray
     yaw_sum: np.ndarray

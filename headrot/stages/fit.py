@@ -109,7 +109,7 @@ def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
         "bins": pa.array(bins, bins_type),
         "centroids": tables.tensor_column(np.stack([l.sums.centroids() for l in lines]).astype(np.float32)),
         "r2": pa.array([l.r2 for l in lines], pa.float64()),
-        # Beyond CONTRACTS.md's first list: how much of the misfit is sampling noise (Reliability).
+        # How much of the misfit is the centroids' sampling noise (tr.Reliability).
         "r2_reliable": pa.array([l.reliability.r2_reliable for l in lines], pa.float64()),
         "noise_share": pa.array([l.reliability.noise_share for l in lines], pa.float64()),
         "yaw_min": pa.array([l.yaw_min for l in lines], pa.float32()),
