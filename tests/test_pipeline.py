@@ -42,6 +42,8 @@ def test_run_end_to_end_then_nothing_to_do(ray_cluster, tmp_path):
     assert report["trajectories"]["r2_by_light"] == fit["r2_by_light"] and fit["r2_by_light"]
     assert report["trajectories"]["noise_share_by_light"] == fit["noise_share_by_light"]
     assert fit["noise_share_by_light"].keys() == fit["r2_by_light"].keys()
+    assert report["trajectories"]["r2_reliable_global"] == fit["r2_reliable_global"]
+    assert fit["r2_reliable_global"].keys() == fit["r2_global"].keys()
     assert "Trajectory fit" in (tmp_path / "run" / "report" / "report.html").read_text()
     rotated = pq.read_table(str(tmp_path / "run" / "rotated"))
     pairs = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),

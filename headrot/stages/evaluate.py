@@ -494,6 +494,8 @@ def trajectory_fit_of(root: str) -> dict[str, Any]:
     return {"r2_by_light": done.get("r2_by_light", {}), "r2_global": done.get("r2_global", {}),
             "r2_reliable_by_light": done.get("r2_reliable_by_light", {}),
             "noise_share_by_light": done.get("noise_share_by_light", {}),
+            "r2_reliable_global": done.get("r2_reliable_global", {}),
+            "noise_share_global": done.get("noise_share_global", {}),
             "fallbacks": done.get("fallbacks", {})}
 
 
@@ -565,7 +567,8 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
             ["light", "side", "R^2", "noise share", "R^2 without noise"],
             [(*key.split("/", 1), r2, noise.get(key), reliable.get(key))
              for key, r2 in sorted(fit["r2_by_light"].items())] +
-            [("any (global)", side, r2, None, None) for side, r2 in sorted(fit.get("r2_global", {}).items())],
+            [("any (global)", side, r2, fit.get("noise_share_global", {}).get(side),
+              fit.get("r2_reliable_global", {}).get(side)) for side, r2 in sorted(fit.get("r2_global", {}).items())],
             left=2)
     sections.append(("Figures", figs or "<p>No figures (nothing measurable).</p>"))
     rows = []

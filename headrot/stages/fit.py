@@ -211,6 +211,8 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
         # How much of each line's misfit the centroids' sampling noise explains (tr.Reliability).
         "r2_reliable_by_light": per_line(by_light, lambda l: l.reliability.r2_reliable),
         "noise_share_by_light": per_line(by_light, lambda l: l.reliability.noise_share),
+        "r2_reliable_global": per_line(overall, lambda l: l.reliability.r2_reliable, key=lambda l: l.side),
+        "noise_share_global": per_line(overall, lambda l: l.reliability.noise_share, key=lambda l: l.side),
         "bins": [float(e) for e in merged.edges],
         "attributes": list(merged.attributes),
         "latent_shape": list(merged.shape or ()),
