@@ -330,7 +330,11 @@ def fit_line(mean_yaws: np.ndarray, centroids: np.ndarray, counts: np.ndarray) -
     sums over all latent elements, weighted by the counts; 1.0 when the centroids are all equal
     (the fitted line is then exact). Empty bins (count 0) are ignored. Needs 2 distinct yaws."""
     slope, intercept, ss_res, ss_tot = _weighted_fit(mean_yaws, centroids, counts)
-    return slope, intercept, (1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+    return slope, intercept, _r2(ss_res, ss_tot)
+
+
+def _r2(ss_res: float, ss_tot: float) -> float:
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
 def _weighted_fit(mean_yaws, centroids, counts) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -425,7 +429,7 @@ def _fittable(sums: GroupSums, mask: np.ndarray) -> bool:
 def _line(sums: GroupSums, mask: np.ndarray) -> tuple:
     m = mask & (sums.count > 0)
     slope, intercept, ss_res, ss_tot = _weighted_fit(sums.mean_yaws()[m], sums.centroids()[m], sums.count[m])
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    r2 = _r2(ss_res, ss_tot)
     reliability = Reliability.of(ss_res, ss_tot, sums.count[m], sums.sq_dev[m])
     return (slope, intercept, r2, reliability, float(sums.yaw_min[m].min()), float(sums.yaw_max[m].max()),
             int(sums.count[m].sum()))

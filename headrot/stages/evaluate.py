@@ -488,15 +488,16 @@ def make_figures(methods_report, pose_info, synthetic) -> dict[str, tuple[bytes,
     return figs
 
 
+# The fit summary's per-line figures: {"<light>/<side>": value} (_by_light) and {side: value} (_global).
+FIT_FIGURES = ("r2", "noise_share", "r2_reliable")
+
+
 def trajectory_fit_of(root: str) -> dict[str, Any]:
-    """The fit's R^2 per light class and side (and of the global lines), from its _SUCCESS."""
+    """The fit's R^2, noise share and R^2 without noise per light class and side (and of the
+    global lines), and its fallbacks, from its _SUCCESS."""
     done = storage.completion(storage.join(root, "trajectories")) or {}
-    return {"r2_by_light": done.get("r2_by_light", {}), "r2_global": done.get("r2_global", {}),
-            "r2_reliable_by_light": done.get("r2_reliable_by_light", {}),
-            "noise_share_by_light": done.get("noise_share_by_light", {}),
-            "r2_reliable_global": done.get("r2_reliable_global", {}),
-            "noise_share_global": done.get("noise_share_global", {}),
-            "fallbacks": done.get("fallbacks", {})}
+    keys = [f"{f}_{scope}" for f in FIT_FIGURES for scope in ("by_light", "global")] + ["fallbacks"]
+    return {k: done.get(k, {}) for k in keys}
 
 
 def trajectory_figure_of(root: str) -> bytes | None:
@@ -559,16 +560,16 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
     figs = "".join(H.figure(png, cap, name) for name, (png, cap) in figures.items() if not name.startswith("cases_"))
     fit = report.get("trajectories", {})
     if fit.get("r2_by_light"):
-        reliable, noise = fit.get("r2_reliable_by_light", {}), fit.get("noise_share_by_light", {})
+        def figures_of(scope: str, key: str) -> list:
+            return [fit.get(f"{f}_{scope}", {}).get(key) for f in FIT_FIGURES]
+
         figs += ("<h3>Trajectory fit: R^2 of the light-conditioned lines</h3><p>Noise share: the part of "
                  "the bin centroids' spread that their sampling noise alone gives (bins too small). R^2 without "
                  "noise: the line's R^2 on the rest, what more faces per bin would tend to; low means the "
                  "trajectory bends.</p>") + H.table(
             ["light", "side", "R^2", "noise share", "R^2 without noise"],
-            [(*key.split("/", 1), r2, noise.get(key), reliable.get(key))
-             for key, r2 in sorted(fit["r2_by_light"].items())] +
-            [("any (global)", side, r2, fit.get("noise_share_global", {}).get(side),
-              fit.get("r2_reliable_global", {}).get(side)) for side, r2 in sorted(fit.get("r2_global", {}).items())],
+            [(*key.split("/", 1), *figures_of("by_light", key)) for key in sorted(fit["r2_by_light"])] +
+            [("any (global)", side, *figures_of("global", side)) for side in sorted(fit.get("r2_global", {}))],
             left=2)
     sections.append(("Figures", figs or "<p>No figures (nothing measurable).</p>"))
     rows = []
