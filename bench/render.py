@@ -52,16 +52,14 @@ def prepare(root: str, n_sources: int, preset: str, n_files: int = 2) -> None:
 def plain_loop(config, threads: int) -> dict:
     """The render stage's work without Ray: RenderShards + write_shard per shard, then the sheets."""
     from headrot import storage
-    from headrot.stages.fit import FILE, TRAJECTORIES
-    from headrot.stages.render import RenderShards, plan_shards, write_contact_sheets, write_shard
+    from headrot.stages.fit import TRAJECTORIES
+    from headrot.stages.render import RenderShards, labeller_key, plan_shards, write_contact_sheets, write_shard
 
     start = time.perf_counter()
     files = storage.list_files(storage.join(config.root, "latents"), ".parquet")
     items = plan_shards(config, files)
     fit = storage.completion(storage.join(config.root, TRAJECTORIES))
-    actor = RenderShards(config.generator_uri(), storage.join(config.root, TRAJECTORIES, FILE),
-                         tuple(fit.get("attributes", ())), config.methods, config.deltas, config.split,
-                         config.batch_size, config.steps, threads)
+    actor = RenderShards(config, tuple(fit.get("attributes", ())), labeller_key(config.root), threads)
     model_s = write_s = 0.0
     renders = 0
     for item in items:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "read a CelebA-layout dataset and report rows and rejections",
     "train": "train the generator or the embedder with Ray Train",
     "embed": "stage 1: embed images into DDIM latents with yaw and light labels",
+    "samples": "stage 1b: the generator's own samples, labelled: the `samples` direction source",
     "fit": "stage 2: light-conditioned centroids and linear trajectories",
     "render": "stage 3: move latents along trajectories and decode the rotated dataset",
     "evaluate": "measure the rotations against ground truth and baselines; write the report",

@@ -1,7 +1,7 @@
 """`headrot run`: the whole job with one config file.
 
     synth (when no --data) -> generator (given, shipped demo model, or trained)
-    -> embed -> fit -> render -> evaluate
+    -> embed -> samples (when fit.sources has samples) -> fit -> render -> evaluate
 
 Every stage checks its own `_SUCCESS` marker and input fingerprint, so a second
 run with the same config does no work, and a run interrupted anywhere resumes
@@ -39,6 +39,7 @@ class PipelineConfig:
     train: dict[str, Any] = field(default_factory=dict)     # TrainConfig keys for the generator
     train_embedder: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys, when embed.method needs it
     embed: dict[str, Any] = field(default_factory=dict)     # EmbedConfig keys, less data/out
+    samples: dict[str, Any] = field(default_factory=dict)   # SamplesConfig keys, less root (fit.sources: samples)
     fit: dict[str, Any] = field(default_factory=dict)       # FitConfig keys, less root
     render: dict[str, Any] = field(default_factory=lambda: {"methods": list(ALL_METHODS)})
     evaluate: dict[str, Any] = field(default_factory=dict)  # EvaluateConfig keys, less root/data
@@ -50,6 +51,7 @@ def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> d
     from headrot.stages.embed import EmbedConfig
     from headrot.stages.fit import FitConfig
     from headrot.stages.render import RenderConfig
+    from headrot.stages.samples import SamplesConfig
     from headrot.train.config import TrainConfig
 
     out = config.out
@@ -59,6 +61,8 @@ def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> d
                                                      "generator": generator}, "config.train_embedder"),
         "embed": from_mapping(EmbedConfig, {**config.embed, "data": data, "out": out,
                                             "generator": generator}, "config.embed"),
+        "samples": from_mapping(SamplesConfig, {**config.samples, "root": out, "generator": generator},
+                                "config.samples"),
         "fit": from_mapping(FitConfig, {**config.fit, "root": out}, "config.fit"),
         "render": from_mapping(RenderConfig, {**config.render, "root": out,
                                               "generator": generator}, "config.render"),
@@ -159,6 +163,7 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     from headrot.stages.embed import run_embed
     from headrot.stages.fit import run_fit
     from headrot.stages.render import run_render
+    from headrot.stages.samples import run_samples
 
     started = time.time()
     # Validate every section before the first byte is written.
@@ -171,12 +176,14 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": runs._redact(to_mapping(config)), "data": runs.redact_uri(data),
                                "generator": runs.redact_uri(generator)}
     results["embed"] = _brief(run_embed(stages["embed"]))
+    if "samples" in stages["fit"].sources:
+        results["samples"] = _brief(run_samples(stages["samples"]))
     results["fit"] = _brief(run_fit(stages["fit"]))
     results["render"] = _brief(run_render(stages["render"]))
     if "evaluate" in stages:
         results["evaluate"] = _brief(_evaluate_module().run_evaluate(stages["evaluate"]))
     results["seconds"] = round(time.time() - started, 1)
-    results["did_work"] = [name for name in ("embed", "fit", "render", "evaluate")
+    results["did_work"] = [name for name in ("embed", "samples", "fit", "render", "evaluate")
                            if name in results and not results[name].get("skipped")]
     storage.write_json(storage.join(config.out, "pipeline.json"), results)
     return results

@@ -102,7 +102,8 @@ def key_string(attributes: Sequence[str], values: Sequence[bool]) -> str:
 @dataclass
 class GroupSums:
     """Per-bin sums of one group: counts [B], yaw sums [B], latent sums [B,3,S,S] (float64),
-    per-bin yaw min/max (merged by min/max, so exact), and sq_dev [B]: the sum over the bin's
+    per-bin yaw min/max (merged by min/max, so exact), yaw_sq [B] (sums of yaw^2, for the
+    yaw variance the sample-direction gain needs), and sq_dev [B]: the sum over the bin's
     images of ||latent - bin centroid||^2 (merged with Chan et al.'s pairwise update, so it
     needs no second pass and does not depend on the split). sq_dev is what tells how much of
     a line's misfit is the centroids' sampling noise (`Reliability`)."""
@@ -113,6 +114,7 @@ class GroupSums:
     yaw_min: np.ndarray
     yaw_max: np.ndarray
     sq_dev: np.ndarray
+    yaw_sq: np.ndarray
 
     @classmethod
     def zeros(cls, n_bins: int, shape: tuple[int, ...]) -> "GroupSums":
@@ -123,6 +125,7 @@ class GroupSums:
             yaw_min=np.full(n_bins, np.inf),
             yaw_max=np.full(n_bins, -np.inf),
             sq_dev=np.zeros(n_bins, np.float64),
+            yaw_sq=np.zeros(n_bins, np.float64),
         )
 
     def add(self, other: "GroupSums") -> "GroupSums":
@@ -137,6 +140,7 @@ class GroupSums:
             yaw_min=np.minimum(self.yaw_min, other.yaw_min),
             yaw_max=np.maximum(self.yaw_max, other.yaw_max),
             sq_dev=self.sq_dev + other.sq_dev + cross,
+            yaw_sq=self.yaw_sq + other.yaw_sq,
         )
 
     @property
@@ -146,6 +150,14 @@ class GroupSums:
     def mean_yaws(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.count > 0, self.yaw_sum / np.maximum(self.count, 1), np.nan)
+
+    def yaw_var(self, mask: np.ndarray) -> float:
+        """Variance of the yaws of the images in the bins of `mask` (0 when fewer than 2)."""
+        n = int(self.count[mask].sum())
+        if n < 2:
+            return 0.0
+        mean = float(self.yaw_sum[mask].sum()) / n
+        return max(float(self.yaw_sq[mask].sum()) / n - mean * mean, 0.0)
 
     def centroids(self) -> np.ndarray:
         """[B,3,S,S] mean latents per bin (zeros where the bin is empty)."""
@@ -226,6 +238,7 @@ def reduce_rows(
         np.square(dev, out=dev)
         sq_devs.append(float(dev.sum(dtype=np.float64)))
     yaw_sums = np.add.reduceat(y, starts)
+    yaw_sqs = np.add.reduceat(y * y, starts)
     yaw_mins = np.minimum.reduceat(y, starts)
     yaw_maxs = np.maximum.reduceat(y, starts)
     counts = np.diff(np.r_[starts, len(cell_sorted)])
@@ -234,6 +247,7 @@ def reduce_rows(
         sums = out.groups.setdefault(uniq[g], GroupSums.zeros(n_bins, shape))
         sums.count[k] += counts[j]
         sums.yaw_sum[k] += yaw_sums[j]
+        sums.yaw_sq[k] += yaw_sqs[j]
         sums.latent_sum[k] += lat_sums[j]
         sums.yaw_min[k] = min(sums.yaw_min[k], yaw_mins[j])
         sums.yaw_max[k] = max(sums.yaw_max[k], yaw_maxs[j])
@@ -415,6 +429,7 @@ class Line:
     fallback: str
     served_by: tuple[str, str]          # the (light, key) group whose data made the line
     sums: GroupSums                     # the serving group's sums (bins and centroids)
+    source: str = "embeddings"          # whose latents: the data's embeddings or the generator's samples
 
 
 def _adequate(sums: GroupSums, mask: np.ndarray, min_images: int, min_bins: int) -> bool:

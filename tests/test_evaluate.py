@@ -14,7 +14,7 @@ from PIL import Image
 
 from headrot import runs, storage, tables
 from headrot.data.images import decode_face
-from headrot.evaluate.pose import PoseConfig, YawEstimator
+from headrot.labels.pose import PoseConfig, YawEstimator
 from headrot.stages.evaluate import EvaluateConfig, run_evaluate
 from headrot.synth.writer import read_truth, rerender, write_synthetic_celeba
 

@@ -15,7 +15,7 @@ from headrot.commands._common import add_config_flag, build_config, init_ray, pr
 NUMBER_LIST = re.compile(r"^-\d[\d.,\-]*$")
 
 FLAGS = {"root": "root", "bins": "bins", "attributes": "attributes", "min_images": "min_images",
-         "min_bins": "min_bins", "splits": "splits"}
+         "min_bins": "min_bins", "splits": "splits", "sources": "sources", "lowpass": "lowpass"}
 
 
 def configure(parser) -> None:
@@ -27,6 +27,9 @@ def configure(parser) -> None:
     parser.add_argument("--min-images", type=int, help="images a group needs on a side before it falls back (default 50)")
     parser.add_argument("--min-bins", type=int, help="populated bins a group needs on a side (default 3)")
     parser.add_argument("--splits", help="partitions to fit on, comma-separated train,val,test (default all)")
+    parser.add_argument("--sources", help="direction sources: embeddings (default) or embeddings,samples "
+                                          "(needs `headrot samples` first)")
+    parser.add_argument("--lowpass", type=int, help="samples: blocks per side of the low-pass subspace (default 8)")
 
 
 def main(args) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from headrot.evaluate.pose import preprocess
+from headrot.labels.pose import preprocess
 from headrot.synth.writer import light_class, rerender
 
 

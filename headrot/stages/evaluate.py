@@ -4,7 +4,7 @@ Reads every render of rotated/ (all methods and deltas), the sources from the da
 root (preprocessed like the model's input), and, for a synthetic dataset, truth.parquet:
 
 - pose error: |yaw of the render by an estimator independent of the latent space
-  (headrot.evaluate.pose, fitted once on fresh synthetic identities and cached in
+  (headrot.labels.pose, fitted once on fresh synthetic identities and cached in
   report/yaw_estimator.npz) - (the source's true yaw + delta)|;
 - PSNR / SSIM of each render against the ground-truth render (headrot.evaluate.truth);
 - identity top-1 among every identity of the evaluated set in the same pose and light;
@@ -35,7 +35,8 @@ from headrot.config import to_mapping
 from headrot.evaluate import html as H
 from headrot.evaluate import plots
 from headrot.evaluate.metrics import psnr_batch, ssim_batch
-from headrot.evaluate.pose import MEDIAPIPE_HINT, PoseConfig, load_or_fit, mediapipe_available, mediapipe_yaw
+from headrot.labels.pose import (MEDIAPIPE_HINT, PoseConfig, check_independent, load_or_fit, mediapipe_available,
+                                 mediapipe_yaw)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,17 @@ def aggregate(m: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
         "psnr_db": _stat(m["psnr"][mask], np.mean),
         "ssim": _stat(m["ssim"][mask], np.mean, 4),
         "identity_top1": _stat(m["top1"][mask], np.mean, 4),
+        # The yaw change the judge reads against the same method's delta-0 render, and its spread
+        # over faces (IQR): how evenly a method turns different heads.
+        "achieved_yaw_deg_median": _stat(m["achieved"][mask], np.median),
+        "achieved_yaw_deg_iqr": _stat(m["achieved"][mask], lambda v: np.subtract(*np.percentile(v, [75, 25]))),
     }
+
+
+def achieved_yaw(est_yaw: np.ndarray, sid: np.ndarray, meth: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Estimated yaw of each render minus that of the same (source, method) at delta 0 (NaN without one)."""
+    zero = {(s, m): y for s, m, d, y in zip(sid.tolist(), meth.tolist(), delta.tolist(), est_yaw) if d == 0}
+    return np.array([y - zero.get((s, m), np.nan) for s, m, y in zip(sid.tolist(), meth.tolist(), est_yaw)])
 
 
 def pick_primary(config: EvaluateConfig, methods: list[str]) -> str:
@@ -250,6 +261,9 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
         log.info("evaluate: %s is complete; nothing to do", runs.redact_uri(report_dir))
         return {**storage.read_json(storage.join(report_dir, "report.json")), "skipped": True}
 
+    from headrot.stages.render import labeller_key
+
+    labeller = labeller_key(root)
     table, images = read_renders(rotated_dir)
     n, size = len(images), images.shape[1]
     sid = np.array(table.column("source_id").to_pylist(), dtype=object)
@@ -266,7 +280,8 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     synthetic = storage.exists(storage.join(data_uri, "truth.parquet"))
     m = {"method": meth, "delta": delta, "light": light,
          "pose_error": np.full(n, np.nan), "est_yaw": np.full(n, np.nan), "target_yaw_true": np.full(n, np.nan),
-         "psnr": np.full(n, np.nan), "ssim": np.full(n, np.nan), "top1": np.full(n, np.nan)}
+         "psnr": np.full(n, np.nan), "ssim": np.full(n, np.nan), "top1": np.full(n, np.nan),
+         "achieved": np.full(n, np.nan)}
     gt_images: dict[tuple[str, int], np.ndarray] = {}
     pose_info: dict[str, Any]
 
@@ -292,6 +307,7 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
         pose_cfg = PoseConfig(size=size, seed=seed, n_identities=config.pose_identities,
                               per_identity=config.pose_per_identity, n_heldout=config.pose_heldout,
                               epochs=config.pose_epochs)
+        check_independent(pose_cfg, labeller)  # the judge must not be the method's own labeller
         estimator, cached = load_or_fit(storage.join(report_dir, "yaw_estimator.npz"), pose_cfg)
         m["est_yaw"] = estimator.predict(images)
         true_yaw = np.array([gt.true_yaw(s) for s in sid])
@@ -341,6 +357,11 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
             notes.append(f"pose error on real data skipped: mediapipe not installed ({MEDIAPIPE_HINT})")
         notes.append("real data (no truth.parquet): no ground truth, so PSNR/SSIM only for the reconstruction")
 
+    m["achieved"] = achieved_yaw(m["est_yaw"], sid, meth, delta)
+    if labeller:
+        pose_info["labeller"] = {"seed": labeller.get("seed"), "arch": labeller.get("arch"),
+                                 "note": "the method's own pose-and-light CNN (samples stage, -cal methods); "
+                                         "the judge above is another network, seed and set of identities"}
     # Embedding quality: the delta-0 reconstruction against the preprocessed source.
     embedding = embedding_quality(m, sid, images, sources)
     embedding["latents_recon_psnr_db_mean"] = _latents_psnr(root)
@@ -575,11 +596,12 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
     rows = []
     for method, per in report["methods"].items():
         for d, v in sorted(per.items(), key=lambda kv: int(kv[0])):
-            rows.append((method, int(d), v["pose_error_deg_median"], mae_txt, v["psnr_db"], v["ssim"],
-                         v["identity_top1"], v["n"]))
-    sections.append(("Methods by delta", H.table(
-        ["method", "delta", "pose err median (deg)", "estimator MAE (deg)", "PSNR (dB)", "SSIM",
-         "identity top-1", "n"], rows, left=1)))
+            rows.append((method, int(d), v["pose_error_deg_median"], v.get("achieved_yaw_deg_median"),
+                         v.get("achieved_yaw_deg_iqr"), mae_txt, v["psnr_db"], v["ssim"], v["identity_top1"], v["n"]))
+    sections.append(("Methods by delta", "<p>Achieved yaw: the judge's reading of each render minus its "
+                     "reading of the same method's delta-0 render; IQR: its spread over faces.</p>" + H.table(
+        ["method", "delta", "pose err median (deg)", "achieved yaw median (deg)", "achieved yaw IQR (deg)",
+         "estimator MAE (deg)", "PSNR (dB)", "SSIM", "identity top-1", "n"], rows, left=1)))
     rows = [(method, lt, v["pose_error_deg_median"], v["psnr_db"], v["ssim"], v["identity_top1"], v["n"])
             for method, per in report["per_light"].items() for lt, v in per.items()]
     light_html = H.table(["method", "light", "pose err median (deg)", "PSNR (dB)", "SSIM", "identity top-1", "n"],

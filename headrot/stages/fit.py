@@ -1,9 +1,17 @@
-"""Stage 2, fit: latents/*.parquet -> trajectories/trajectories.parquet.
+"""Stage 2, fit: latents/*.parquet (+ samples/*.parquet) -> trajectories/trajectories.parquet.
 
     one Ray task per latents file: read the needed columns, reduce to a Partial
     (per light x attribute values x yaw bin: count, yaw sum, latent sum; float64)
     -> the driver merges Partials as they finish (sums: order-independent)
     -> fits every mode, group, level and side (headrot.trajectories) -> one Parquet file.
+
+Direction sources (`sources`), each a set of rows of the table (column `source`):
+    embeddings        the paper's: centroids of the data's latents (every mode)
+    samples           the generator's own labelled samples (headrot.stages.samples), in the
+                      low-pass subspace of x_T, the same light-conditioned two-sided fit, each
+                      line's slope turned into the one-degree readout step (headrot.directions)
+    <source>_ortho    the light-conditioned lines of a source with the step projected off the
+                      nuisance directions (colours, light: from the samples' sums)
 
 The latent column is the only large one and is read once; the driver holds only
 the sums (groups x bins x 3 x S x S float64), never the rows.
@@ -20,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from headrot import directions as D
 from headrot import runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
@@ -32,6 +41,9 @@ LATENTS = "latents"
 TRAJECTORIES = "trajectories"
 FILE = "trajectories.parquet"
 SPLITS = {"train": 0, "val": 1, "test": 2}
+SAMPLES = "samples"
+SOURCES = ("embeddings", "samples")
+ORTHO = "_ortho"
 
 
 # ---------------------------------------------------------------------------
@@ -46,9 +58,17 @@ class FitConfig:
     min_images: int = 50                                   # a group needs this many images on a side ...
     min_bins: int = 3                                      # ... and this many populated bins, else it falls back
     splits: tuple[str, ...] = ()                           # partitions to fit on (train/val/test); () = all
+    sources: tuple[str, ...] = ("embeddings",)             # direction sources (see the module docstring)
+    lowpass: int = 8                                       # samples: blocks per side of the low-pass subspace
 
     def __post_init__(self) -> None:
         tr.parse_bins(self.bins)
+        bad = [s for s in self.sources if s not in SOURCES]
+        if bad or "embeddings" not in self.sources or len(set(self.sources)) != len(self.sources):
+            # embeddings always: the baselines and the paper's own method move along them.
+            raise ValueError(f"fit: sources {list(self.sources)}: use embeddings, optionally with samples")
+        if self.lowpass < 0:
+            raise ValueError("fit: lowpass must be >= 0 (0: the full latent)")
         for s in self.splits:
             if s not in SPLITS:
                 raise ValueError(f"fit: unknown split {s!r}; use some of {sorted(SPLITS)}")
@@ -80,6 +100,35 @@ def reduce_file(uri: str, edges: np.ndarray, attributes: tuple[str, ...],
                           table.column("light").to_pylist(), attrs, edges, attributes)
 
 
+def reduce_samples_file(uri: str, edges: np.ndarray, blocks: int, names: tuple[str, ...]) -> tuple[tr.Partial, D.NuisanceSums]:
+    """One samples file -> (Partial of low-passed latents by light, nuisance sums) (a Ray task)."""
+    table = tables.read_parquet(uri, columns=["latent", "yaw", "light", "nuisance"])
+    latents = D.lowpass(tables.tensor_to_numpy(table.column("latent")), blocks)
+    partial = tr.reduce_rows(latents, table.column("yaw").to_numpy(zero_copy_only=False),
+                             table.column("light").to_pylist(), None, edges, ())
+    return partial, D.reduce_nuisance(latents, tables.tensor_to_numpy(table.column("nuisance")), names)
+
+
+def sample_lines(partial: tr.Partial, config: FitConfig) -> list[tr.Line]:
+    """Light-conditioned two-sided lines of the samples, each slope turned into the step that
+    turns the generator's heads by one degree (D.readout_step: samples are white in x_T)."""
+    dims = D.subspace_dim(partial.shape, config.lowpass)
+    lines = tr.fit_all(partial, config.min_images, config.min_bins, modes=("light_conditioned",))
+    for line in lines:
+        mask = tr.side_bins(partial.edges, line.side) & (line.sums.count > 0)
+        line.slope = D.readout_step(line.slope, line.sums.yaw_var(mask), line.n_images, dims)
+        line.source = "samples"
+    return lines
+
+
+def orthogonal_lines(lines: list[tr.Line], nuisances: np.ndarray) -> list[tr.Line]:
+    """Copies of each source's light-conditioned lines with the step off the nuisance directions."""
+    import dataclasses
+
+    return [dataclasses.replace(l, slope=D.orthogonalise(l.slope, nuisances), source=l.source + ORTHO)
+            for l in lines if l.mode == "light_conditioned"]
+
+
 # ---------------------------------------------------------------------------
 # Lines -> the trajectories table
 
@@ -100,6 +149,7 @@ def lines_table(lines: list[tr.Line], edges: np.ndarray) -> pa.Table:
             for b in range(len(edges) - 1)
         ])
     return pa.table({
+        "source": pa.array([l.source for l in lines], pa.string()),
         "mode": pa.array([l.mode for l in lines], pa.string()),
         "light": pa.array([l.light for l in lines], pa.string()),
         "key": pa.array([l.key for l in lines], pa.string()),
@@ -132,13 +182,43 @@ def _spread(sums: tr.GroupSums) -> np.ndarray:
 # The stage
 
 
-def _fingerprint(config: FitConfig, files: list[str]) -> str:
+def _fingerprint(config: FitConfig, files: list[str], sample_files: list[str]) -> str:
     latents_dir = storage.join(config.root, LATENTS)
     return runs.fingerprint({
         "latents": runs.hash_uris([storage.join(latents_dir, storage.SUCCESS)]),
         "files": [f.rsplit("/", 1)[-1] for f in files],
+        "samples": runs.hash_uris([storage.join(config.root, SAMPLES, storage.SUCCESS)]) if sample_files else None,
+        "sample_files": [f.rsplit("/", 1)[-1] for f in sample_files],
         "config": {k: v for k, v in to_mapping(config).items() if k != "root"},
     })
+
+
+def _sample_files(config: FitConfig) -> tuple[list[str], dict[str, Any] | None]:
+    if "samples" not in config.sources:
+        return [], None
+    samples_dir = storage.join(config.root, SAMPLES)
+    done = storage.completion(samples_dir)
+    if done is None:
+        raise ValueError(f"{runs.redact_uri(samples_dir)} is not complete (no _SUCCESS): run `headrot samples` "
+                         "first (or drop 'samples' from fit.sources)")
+    return storage.list_files(samples_dir, ".parquet"), done
+
+
+def _reduce_all(refs) -> Any:
+    """Merge the tasks' results as they finish: Partials, or (Partial, NuisanceSums) pairs."""
+    import ray
+
+    merged = None
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        part = ray.get(ready[0])
+        if merged is None:
+            merged = part
+        elif isinstance(part, tuple):
+            merged = (tr.merge([merged[0], part[0]]), merged[1].add(part[1]))
+        else:
+            merged = tr.merge([merged, part])
+    return merged
 
 
 @locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
@@ -155,7 +235,8 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     files = storage.list_files(latents_dir, ".parquet")
     if not files:
         raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
-    digest = _fingerprint(config, files)
+    sample_files, samples_done = _sample_files(config)
+    digest = _fingerprint(config, files, sample_files)
     runs.claim_stage(root, STAGE, digest, to_mapping(config), out_dir)
     skipped = runs.completed(STAGE, out_dir, digest, "rows", "trajectories")
     if skipped is not None:
@@ -164,16 +245,15 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     edges = tr.parse_bins(config.bins)
     partitions = tuple(SPLITS[s] for s in config.splits) or None
     task = ray.remote(num_cpus=1)(reduce_file)
-    refs = [task.remote(f, edges, tuple(config.attributes), partitions) for f in files]
-    merged: tr.Partial | None = None
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        part = ray.get(ready[0])
-        merged = part if merged is None else tr.merge([merged, part])
-    merged = tr.merge([merged])  # canonical group order
-    reduce_s = time.time() - started
-
+    merged = tr.merge([_reduce_all([task.remote(f, edges, tuple(config.attributes), partitions) for f in files])])
     lines = tr.fit_all(merged, config.min_images, config.min_bins)
+    if sample_files:
+        names = tuple(samples_done.get("nuisances", ()))
+        sample_task = ray.remote(num_cpus=1)(reduce_samples_file)
+        sampled, nuisance = _reduce_all([sample_task.remote(f, edges, config.lowpass, names) for f in sample_files])
+        lines += sample_lines(tr.merge([sampled]), config)
+        lines += orthogonal_lines(lines, nuisance.directions())
+    reduce_s = time.time() - started
     table = lines_table(lines, edges)
     tables.write_parquet(storage.join(out_dir, FILE), table)
 
@@ -187,6 +267,8 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
     elapsed = time.time() - started
     fallbacks: dict[str, dict[str, int]] = {}
     groups: dict[str, int] = {}
+    sources = _sources_summary(lines)
+    lines = [l for l in lines if l.source == "embeddings"]
     for mode in tr.MODES:
         mine = [l for l in lines if l.mode == mode]
         groups[mode] = len({(l.light, l.key) for l in mine})
@@ -217,5 +299,26 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
         "attributes": list(merged.attributes),
         "latent_shape": list(merged.shape or ()),
         "rows_per_s": round(merged.n_rows / reduce_s, 1) if reduce_s > 0 else None,
+        "sources": sources,
         "seconds": round(elapsed, 2),
     }
+
+
+def _sources_summary(lines: list[tr.Line]) -> dict[str, Any]:
+    """Per direction source, its light-conditioned lines (per light class and side): the yaw a
+    unit step turns by (1 / |step|; samples sources: the generator's response) and the cosine
+    with the paper's (embeddings) line of the same group."""
+    paper = {(l.light, l.side): l.slope for l in lines
+             if l.source == "embeddings" and l.mode == "light_conditioned" and l.key == ""}
+    out: dict[str, Any] = {}
+    for source in sorted({l.source for l in lines}):
+        mine = [l for l in lines if l.source == source and l.mode == "light_conditioned" and l.key == ""]
+        out[source] = {"lines": sum(1 for l in lines if l.source == source), "by_light": {
+            f"{l.light}/{l.side}": {
+                "deg_per_unit_step": round(1.0 / float(np.linalg.norm(l.slope)), 4),
+                "cos_with_embeddings": None if (l.light, l.side) not in paper else round(float(
+                    (l.slope * paper[(l.light, l.side)]).sum()
+                    / (np.linalg.norm(l.slope) * np.linalg.norm(paper[(l.light, l.side)]))), 4),
+                "n_images": l.n_images}
+            for l in mine}}
+    return out

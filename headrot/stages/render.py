@@ -6,12 +6,19 @@
     -> write_shard (CPU task): PNG-encode, write the shard's Parquet (and PNGs with --format png)
     -> contact sheets (driver) -> rotated/_SUCCESS last.
 
-Methods (how z moves; see headrot.trajectories):
-    headrot           light-conditioned two-sided lines of the source's own group, with fallback
+Methods (how z moves; see headrot.trajectories and headrot.directions):
+    headrot           the paper's: light-conditioned two-sided lines of the source's own group
+                      (embeddings source), with fallback
     light_agnostic    the same without light (the paper's first attempts)
     single_direction  one line over both sides, light-conditioned groups
     centroid_path     z + c(target) - c(source) through the group's bin centroids
     no_move           z itself (the reconstruction: what the embedding alone gives)
+    <source>[-ortho][-norm][-cal]   the ablation grid of the light-conditioned two-sided move:
+                      source embeddings (the paper's lines; `embeddings` alone is `headrot`) or
+                      samples (the generator's own); -ortho: the step off the nuisance
+                      directions; -norm: the moved latent rescaled to the source's norm;
+                      -cal: per face, the step scaled until the samples stage's labeller reads
+                      the requested yaw change (`calibration_rounds` decodes per render)
 
 Idempotent like the embed stage: a shard's Parquet file appears whole or not at all,
 a rerun renders only the shards whose file is missing, and a complete stage with
@@ -29,13 +36,14 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from headrot import directions as D
 from headrot import rejects, runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
 from headrot.lock import locked
 from headrot.stages import sharding
 from headrot.stages.fit import FILE as TRAJECTORIES_FILE
-from headrot.stages.fit import SPLITS, TRAJECTORIES
+from headrot.stages.fit import ORTHO, SOURCES, SPLITS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ STAGE = "render"
 LATENTS = "latents"
 ROTATED = "rotated"
 METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "centroid_path")
+VARIANT_FLAGS = ("ortho", "norm", "cal")
 # The trajectory rows each method reads: (mode, sides).
 METHOD_MODE = {
     "headrot": "light_conditioned",
@@ -52,6 +61,42 @@ METHOD_MODE = {
 }
 # Source labels copied to every render (besides the attribute columns).
 LABELS = ("partition", "identity", "yaw", "light")
+
+
+# ---------------------------------------------------------------------------
+# Methods of the ablation grid
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A light-conditioned two-sided move: which lines, and what is done to the step."""
+
+    source: str             # embeddings | samples: whose latents the lines were fitted on
+    ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
+    norm: bool = False      # the moved latent rescaled to the source latent's norm
+    cal: bool = False       # the step scaled per face until the labeller reads the requested change
+
+    @property
+    def lines(self) -> str:
+        """The trajectories' `source` value whose rows this variant moves along."""
+        return self.source + (ORTHO if self.ortho else "")
+
+
+def parse_variant(method: str) -> Variant | None:
+    """`headrot` and `<source>[-ortho][-norm][-cal]` (flags in that order) -> Variant; None otherwise."""
+    if method == "headrot":
+        return Variant("embeddings")
+    source, *flags = method.split("-")
+    if source not in SOURCES or flags != [f for f in VARIANT_FLAGS if f in flags]:
+        return None
+    return Variant(source, "ortho" in flags, "norm" in flags, "cal" in flags)
+
+
+def place(z: np.ndarray, moved: np.ndarray, scale, norm: bool) -> np.ndarray:
+    """z + scale * (moved - z), rescaled to z's norm when `norm` (rows: scale is [N] or a number)."""
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1, *([1] * (z.ndim - 1)))
+    out = z + scale * (moved - z)
+    return D.keep_norm(out, z) if norm else out
 
 
 # ---------------------------------------------------------------------------
@@ -74,11 +119,15 @@ class RenderConfig:
     sheet_sources: int = 8                                        # contact-sheet rows per light class
     precision: Literal["auto", "fp32", "bf16"] = "auto"           # auto: bf16 autocast on GPUs, fp32 on CPU
     compile: bool = False                                         # torch.compile the generator (CUDA graphs on GPU)
+    calibration_rounds: int = 3                                   # -cal methods: decodes (labeller reads) per render
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)}")
+            raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)} or "
+                             f"<source>[-ortho][-norm][-cal] with a source of {list(SOURCES)}")
+        if self.calibration_rounds < 1:
+            raise ValueError("render: calibration_rounds must be >= 1")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
             raise ValueError(f"render: deltas {list(self.deltas)} must be distinct and non-empty")
         if any(abs(d) > 180 for d in self.deltas):
@@ -93,6 +142,14 @@ class RenderConfig:
 
     def generator_uri(self) -> str:
         return self.generator or storage.join(self.root, "checkpoints", "generator", "model.pt")
+
+    def trajectories_uri(self) -> str:
+        return storage.join(self.root, TRAJECTORIES, TRAJECTORIES_FILE)
+
+    def labeller_uri(self) -> str:
+        from headrot.stages.samples import LABELLER
+
+        return storage.join(self.root, *LABELLER)
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +166,11 @@ class TrajectoryIndex:
     def __init__(self, table: pa.Table, attributes: tuple[str, ...]):
         self.attributes = tuple(attributes)
         cols = table.select(["mode", "light", "key", "side", "fallback", "served_by"]).to_pylist()
-        self.rows = {(r["mode"], r["light"], r["key"], r["side"]): i for i, r in enumerate(cols)}
+        # Tables written before direction sources existed hold the paper's lines only.
+        sources = table.column("source").to_pylist() if "source" in table.column_names else ["embeddings"] * len(cols)
+        self.rows = {(src, r["mode"], r["light"], r["key"], r["side"]): i
+                     for i, (src, r) in enumerate(zip(sources, cols))}
+        self.sources = set(sources)
         self.meta = cols
         self.slopes = tables.tensor_to_numpy(table.column("slope")).astype(np.float64)
         self.centroids = tables.tensor_to_numpy(table.column("centroids")).astype(np.float64)
@@ -117,34 +178,43 @@ class TrajectoryIndex:
         self.mean_yaws = [np.array([b["mean_yaw"] for b in row if b["count"] > 0], np.float64) for row in bins]
         self.populated = [np.array([b["count"] > 0 for b in row], bool) for row in bins]
 
-    def resolve(self, mode: str, side: str, light: str, values: tuple[bool, ...]) -> tuple[int, str, str]:
+    def resolve(self, mode: str, side: str, light: str, values: tuple[bool, ...],
+                source: str = "embeddings") -> tuple[int, str, str]:
         """(row, fallback relative to the source's group, trajectory key)."""
+        if source not in self.sources:
+            raise ValueError(f"trajectories hold no {source!r} lines: fit with sources including "
+                             f"{source.removesuffix(ORTHO)!r} (fit.sources; samples need `headrot samples` first)")
         levels = tr.chain(mode, light, values, self.attributes)
         dropped: list[str] = []
+        prefix = "" if source == "embeddings" else f"{source}:"
         for group, drop in levels:
-            i = self.rows.get((mode, group[0], group[1], side))
+            i = self.rows.get((source, mode, group[0], group[1], side))
             if i is not None:
                 own = self.meta[i]["fallback"]
                 more = own[len("drop:"):].split(",") if own.startswith("drop:") else []
-                return i, tr.fallback_name(dropped + more), f"{mode}/{self.meta[i]['served_by']}"
+                return i, tr.fallback_name(dropped + more), f"{prefix}{mode}/{self.meta[i]['served_by']}"
             if drop:
                 dropped.append(drop)
-        raise ValueError(f"trajectories hold no {mode} row for side {side} at any level (not even any|''): refit")
+        raise ValueError(f"trajectories hold no {source} {mode} row for side {side} at any level "
+                         "(not even any|''): refit")
 
     def moved(self, method: str, z: np.ndarray, yaw: np.ndarray, target: np.ndarray,
               lights: list[str], values: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
-        """z' for every source (z [N,3,S,S] float64) and each source's (fallback, trajectory key)."""
+        """z' for every source (z [N,3,S,S] float64) and each source's (fallback, trajectory key).
+        For a Variant this is the plain move along its lines: `place` scales and renormalises it."""
         if method == "no_move":
             n = len(z)
             return tr.no_move(z), ["none"] * n, ["none"] * n
-        mode = METHOD_MODE[method]
+        variant = parse_variant(method)
+        mode = METHOD_MODE.get(method, "light_conditioned")
+        lines = variant.lines if variant is not None else "embeddings"
         out = np.empty_like(z)
         fallbacks, keys = [], []
         for j in range(len(z)):
             v = tuple(bool(x) for x in values[j])
-            if method in ("headrot", "light_agnostic"):
-                il, fl, kl = self.resolve(mode, "left", lights[j], v)
-                ir, fr, kr = self.resolve(mode, "right", lights[j], v)
+            if variant is not None or method == "light_agnostic":
+                il, fl, kl = self.resolve(mode, "left", lights[j], v, lines)
+                ir, fr, kr = self.resolve(mode, "right", lights[j], v, lines)
                 out[j] = tr.move(z[j], yaw[j], target[j], self.slopes[il], self.slopes[ir])
                 # Both sides' fallbacks: a move within one side uses only one line, but
                 # which side(s) it used depends on the delta; record both when they differ.
@@ -161,6 +231,26 @@ class TrajectoryIndex:
                 fallbacks.append(f)
                 keys.append(k)
         return out, fallbacks, keys
+
+
+def labeller_key(root: str) -> dict | None:
+    """The PoseConfig key of the labeller the samples stage trained (None: no samples stage)."""
+    from headrot.stages.samples import SAMPLES
+
+    done = storage.completion(storage.join(root, SAMPLES))
+    return None if done is None else done.get("labeller")
+
+
+def calls_per_render(config: RenderConfig) -> dict[str, float]:
+    """Generator decodes per output render, per method: the cost of calibration (1 otherwise).
+    A -cal method decodes every nonzero delta `calibration_rounds` times and shares one G(z)."""
+    n_d = len(config.deltas)
+    nonzero = sum(1 for d in config.deltas if d != 0)
+    out = {}
+    for m in config.methods:
+        v = parse_variant(m)
+        out[m] = round((nonzero * config.calibration_rounds + 1) / n_d, 3) if v is not None and v.cal else 1.0
+    return out
 
 
 def select_sources(table: pa.Table, split: str, take: int | None) -> pa.Table:
@@ -180,26 +270,35 @@ def attribute_columns(schema: pa.Schema) -> list[str]:
 
 
 class RenderShards:
-    """Model actor: loads the generator and the trajectories once; renders one shard per call."""
+    """Model actor: loads the generator, the trajectories (and the labeller, for -cal methods)
+    once; renders one shard per call. Callable without Ray: RenderShards(config, ...)(batch)."""
 
-    def __init__(self, generator_uri: str, trajectories_uri: str, fit_attributes: tuple[str, ...],
-                 methods: tuple[str, ...], deltas: tuple[int, ...], split: str,
-                 batch_size: int, steps: int, torch_threads: int,
-                 precision: str = "auto", compile: bool = False):
+    def __init__(self, config: RenderConfig, fit_attributes: tuple[str, ...], labeller_key: dict | None,
+                 torch_threads: int):
         import torch
 
         from headrot.model.accel import Inference, probe_batch_size
         from headrot.model.checkpoint import load_model
 
         sharding.set_torch_threads(torch_threads)
+        self.config = config
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.acc = Inference.for_device(self.device, precision, compile)
-        model, self.model_config, _ = load_model(generator_uri, "generator", map_location=self.device)
+        self.acc = Inference.for_device(self.device, config.precision, config.compile)
+        model, self.model_config, _ = load_model(config.generator_uri(), "generator", map_location=self.device)
         self.model = self.acc.prepare(model)
-        self.index = TrajectoryIndex(tables.read_parquet(trajectories_uri), fit_attributes)
-        self.methods, self.deltas, self.split = tuple(methods), tuple(deltas), split
-        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, batch_size)
-        self.steps = steps
+        self.index = TrajectoryIndex(tables.read_parquet(config.trajectories_uri()), fit_attributes)
+        self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
+        self.variants = {m: parse_variant(m) for m in self.methods}
+        self.labeller = None
+        if any(v is not None and v.cal for v in self.variants.values()):
+            from headrot.stages.samples import load_labeller
+
+            if not labeller_key:
+                raise ValueError("render: -cal methods need the samples stage's labeller: run `headrot samples` "
+                                 "and fit with sources [embeddings, samples]")
+            self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
+        self.steps = config.steps
         self.actor = sharding.actor_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -208,12 +307,47 @@ class RenderShards:
         with torch.inference_mode():
             return self._render(str(batch["latents_uri"][0]), int(batch["take"][0]), batch["shard"])
 
-    def _render(self, latents_uri: str, take: int, shard) -> dict[str, np.ndarray]:
-        import torch
-
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """uint8 [N,S,S,3] renders of latents [N,3,S,S], in batches of the actor's size."""
         from headrot.model.sampler import reverse_diffusion
         from headrot.train.grid import to_uint8
 
+        size = self.model_config.image_size
+        out = np.zeros((len(latents), size, size, 3), np.uint8)
+        for s in range(0, len(latents), self.batch_size):
+            with self.acc.busy.timing(), self.acc.autocast():
+                x = self.acc.to_device(np.ascontiguousarray(latents[s:s + self.batch_size], np.float32))
+                out[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
+        return out
+
+    def calibrated(self, z: np.ndarray, moves: list[np.ndarray], norm: bool,
+                   base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per delta, the renders of each source with its step scaled until the labeller reads
+        the requested yaw change from `base` (the unmoved renders); every round's decode is kept,
+        so the chosen round's images are the output. (images per delta, scales [D,N], read [D,N])."""
+        n, n_d = len(z), len(self.deltas)
+        nonzero = [d for d, delta in enumerate(self.deltas) if delta != 0]
+        y0 = self.labeller.predict(base)
+        z_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0]
+        m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
+        wanted = np.repeat(np.asarray([self.deltas[d] for d in nonzero], np.float64), n)
+        rounds: list[np.ndarray] = []
+
+        def achieved_at(scale: np.ndarray) -> np.ndarray:
+            rounds.append(self.decode(place(z_rep, m_rep, scale, norm)))
+            return self.labeller.predict(rounds[-1]) - np.tile(y0, len(nonzero))
+
+        scales, read = np.ones((n_d, n)), np.zeros((n_d, n))
+        images = [base] * n_d
+        if nonzero:
+            cal = D.calibrate(achieved_at, wanted, self.config.calibration_rounds)
+            chosen = np.stack(rounds)[cal.best_round, np.arange(len(wanted))]
+            for k, d in enumerate(nonzero):
+                rows = slice(k * n, (k + 1) * n)
+                images[d], scales[d], read[d] = chosen[rows], cal.scale[rows], cal.achieved[rows]
+        return images, scales, read
+
+    def _render(self, latents_uri: str, take: int, shard) -> dict[str, np.ndarray]:
         table = tables.read_parquet(latents_uri)
         table = select_sources(table.drop_columns([c for c in ("landmarks",) if c in table.column_names]),
                                self.split, take)
@@ -239,40 +373,33 @@ class RenderShards:
         delta_idx = np.tile(np.arange(n_d), n * n_m)
         fallback = np.empty(total, dtype=object)
         traj_key = np.empty(total, dtype=object)
-        # Decode in full batches across (method, delta): a shard's split may hold only a few
-        # sources, and per-delta batches that small leave the network (the whole cost)
-        # underfed. Moved latents wait in a buffer of at most ~2 batches, not the whole shard.
-        pending_pos: list[np.ndarray] = []
-        pending_z: list[np.ndarray] = []
-
-        def decode(flush: bool) -> None:
-            buffered = sum(len(p) for p in pending_pos)
-            if not buffered or (buffered < self.batch_size and not flush):
-                return
-            pos, lat = np.concatenate(pending_pos), np.concatenate(pending_z)
-            pending_pos.clear()
-            pending_z.clear()
-            cut = len(pos) if flush else len(pos) - len(pos) % self.batch_size
-            for s in range(0, cut, self.batch_size):
-                e = min(s + self.batch_size, cut)
-                with self.acc.busy.timing(), self.acc.autocast():
-                    x = self.acc.to_device(lat[s:e])
-                    images[pos[s:e]] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
-            if cut < len(pos):
-                pending_pos.append(pos[cut:])
-                pending_z.append(lat[cut:])
-
+        step_scale = np.ones(total, np.float32)
+        labeller_read = np.full(total, np.nan, np.float32)
+        # Uncalibrated moves are decoded in one pass; calibrated ones after, round by round.
+        plain_pos, plain_z, calibrate_later = [], [], []
         for m, method in enumerate(self.methods):
+            variant = self.variants[method]
+            moves = []
             for d, delta in enumerate(self.deltas):
-                target = yaw + delta
-                moved, fbs, keys = self.index.moved(method, z, yaw, target, lights, values)
+                moved, fbs, keys = self.index.moved(method, z, yaw, yaw + delta, lights, values)
                 pos = np.arange(n) * n_m * n_d + m * n_d + d
                 fallback[pos] = fbs
                 traj_key[pos] = keys
-                pending_pos.append(pos)
-                pending_z.append(moved.astype(np.float32))
-                decode(flush=False)
-        decode(flush=True)
+                moves.append(moved)
+                if variant is None or not variant.cal:
+                    plain_pos.append(pos)
+                    plain_z.append(place(z, moved, 1.0, variant is not None and variant.norm))
+            if variant is not None and variant.cal:
+                calibrate_later.append((m, variant, moves))
+        if plain_pos:
+            images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
+        if calibrate_later and n:
+            base = self.decode(z)  # G(z): every method's delta-0 render, and the labeller's zero
+            for m, variant, moves in calibrate_later:
+                out, scales, read = self.calibrated(z, moves, variant.norm, base)
+                for d in range(n_d):
+                    pos = np.arange(n) * n_m * n_d + m * n_d + d
+                    images[pos], step_scale[pos], labeller_read[pos] = out[d], scales[d], read[d]
         labels = table.select(["image_id", *LABELS, *[c for c in attribute_columns(table.schema)]])
         meta = labels.take(pa.array(src_idx, pa.int64())).rename_columns(
             ["source_id", *labels.column_names[1:]])
@@ -282,6 +409,9 @@ class RenderShards:
         meta = meta.add_column(3, "method", pa.array([self.methods[i] for i in meth_idx], pa.string()))
         meta = meta.add_column(4, "trajectory_key", pa.array(traj_key.tolist(), pa.string()))
         meta = meta.add_column(5, "fallback", pa.array(fallback.tolist(), pa.string()))
+        # Calibration: the step's multiplier, and the yaw change the method's labeller read (-cal only).
+        meta = meta.append_column("step_scale", pa.array(step_scale, pa.float32()))
+        meta = meta.append_column("labeller_yaw_change", pa.array(labeller_read, pa.float32()))
         return {
             "shard": shard,
             "n": np.array([total]),
@@ -376,6 +506,7 @@ def _fingerprint(config: RenderConfig, files: list[str]) -> str:
         "latents": runs.hash_uris([storage.join(root, LATENTS, storage.SUCCESS)]),
         "files": [f.rsplit("/", 1)[-1] for f in files],
         "trajectories": runs.hash_uris([storage.join(root, TRAJECTORIES, storage.SUCCESS)]),
+        "samples": runs.hash_uris([storage.join(root, "samples", storage.SUCCESS)]),
         "generator": runs.hash_uris([config.generator_uri()]),
         "config": {k: v for k, v in to_mapping(config).items()
                    if k not in ("root", "batch_size", "max_actors", "generator", "sheet_sources", "compile")},
@@ -419,15 +550,8 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
         ds = ray.data.from_items(work, override_num_blocks=len(work))
         ds = plan.map_batches(
             ds, RenderShards, batch_size=1,
-            fn_constructor_kwargs={
-                "generator_uri": config.generator_uri(),
-                "trajectories_uri": storage.join(traj_dir, TRAJECTORIES_FILE),
-                "fit_attributes": tuple(fit_summary.get("attributes", ())),
-                "methods": tuple(config.methods), "deltas": tuple(config.deltas),
-                "split": config.split, "batch_size": config.batch_size, "steps": config.steps,
-                "torch_threads": plan.torch_threads,
-                "precision": config.precision, "compile": config.compile,
-            },
+            fn_constructor_kwargs={"config": config, "fit_attributes": tuple(fit_summary.get("attributes", ())),
+                                   "labeller_key": labeller_key(root), "torch_threads": plan.torch_threads},
         )
         ds = ds.map(write_shard, fn_kwargs={"root": root, "out_dir": out_dir, "fmt": config.format},
                     num_cpus=0.25)
@@ -455,6 +579,7 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
         "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
         "methods": list(config.methods),
         "deltas": list(config.deltas),
+        "decodes_per_render": calls_per_render(config),
         "contact_sheets": sheets,
         "seconds": round(time.time() - started, 1),
     }

@@ -1,4 +1,10 @@
-"""A yaw estimator independent of the latent space: a tiny CNN trained on fresh synthetic renders.
+"""Image-based pose (and light) estimators: tiny CNNs trained on fresh synthetic renders.
+
+Two users, kept independent of each other (a method must not grade its own homework):
+- the evaluation's judge (headrot.stages.evaluate): yaw only, `arch="avgpool3"`;
+- the method's labeller (headrot.stages.samples, and the render stage's calibration):
+  yaw and light azimuth, `arch="maxpool4"`, other seed, other identities.
+`check_independent` refuses a judge that shares the labeller's seed or architecture.
 
 Why its own model: the pose error of a render must not be judged by the same latent
 space (or the same landmark files) the method moved along. This estimator sees only
@@ -32,6 +38,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -58,6 +65,8 @@ class PoseConfig:
     lr: float = 3e-3
     width: int = 8                  # CNN channels (first block; doubles once)
     torch_threads: int = 1
+    arch: Literal["avgpool3", "maxpool4"] = "avgpool3"  # the judge's net / the labeller's deeper one
+    light: bool = False             # also regress the light azimuth (the labeller)
 
     def key(self) -> dict:
         return {**asdict(self), "version": VERSION}
@@ -84,24 +93,26 @@ def render_scale(size: int) -> int:
 
 
 def synth_pose_set(config: PoseConfig, first_identity: int, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N,S,S,3], yaw float32 [N]) of identities first_identity.. of config.seed."""
+    """(images uint8 [N,S,S,3], targets float32 [N,2]: yaw, light azimuth) of identities
+    first_identity.. of config.seed."""
     from headrot.synth.identity import sample_identity
     from headrot.synth.render import render_face
 
     k = render_scale(config.size)
     w, h = 178 // k, 218 // k
-    images, yaws = [], []
+    images, targets = [], []
     for ident in range(first_identity, first_identity + n_identities):
         params = sample_identity(config.seed, ident)
         rng = np.random.default_rng([config.seed, ident, 7])
         for _ in range(config.per_identity):
             yaw = rng.uniform(-config.yaw_max, config.yaw_max)
-            img, _ = render_face(params, yaw, rng.uniform(-config.light_max, config.light_max),
+            light = rng.uniform(-config.light_max, config.light_max)
+            img, _ = render_face(params, yaw, light,
                                  pitch=rng.uniform(-config.pitch_max, config.pitch_max),
                                  roll=rng.uniform(-config.roll_max, config.roll_max), width=w, height=h)
             images.append(preprocess(img, config.size))
-            yaws.append(yaw)
-    return np.stack(images), np.asarray(yaws, np.float32)
+            targets.append((yaw, light))
+    return np.stack(images), np.asarray(targets, np.float32)
 
 
 def to_model(images: np.ndarray):
@@ -150,16 +161,30 @@ def augment(x, generator, size: int):
 # Model
 
 
-def build_net(size: int, width: int):
+def build_net(size: int, width: int, arch: str = "avgpool3", outputs: int = 1):
     import torch.nn as nn
 
     w1, w2 = width, 2 * width
+    if arch == "maxpool4":
+        # The labeller's net: four convs, max-pooling, a wider head; no layer shared with the judge.
+        return nn.Sequential(
+            nn.Conv2d(3, w1, 3, padding=1), nn.ReLU(), nn.Conv2d(w1, w1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
+            nn.Flatten(), nn.Linear(w2 * 16, 96), nn.ReLU(), nn.Linear(96, outputs),
+        )
+    if arch != "avgpool3":
+        raise ValueError(f"pose estimator: unknown arch {arch!r}; use avgpool3 or maxpool4")
     return nn.Sequential(
         nn.Conv2d(3, w1, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(w2, w2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(), nn.Linear(w2 * 16, 64), nn.ReLU(), nn.Linear(64, 1),
+        nn.Flatten(), nn.Linear(w2 * 16, 64), nn.ReLU(), nn.Linear(64, outputs),
     )
+
+
+def outputs_of(config: PoseConfig) -> int:
+    return 2 if config.light else 1
 
 
 class YawEstimator:
@@ -177,6 +202,17 @@ class YawEstimator:
         return self.config.size
 
     def predict(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Yaw (degrees) of uint8 [N,S,S,3] images."""
+        return self.predict_all(images, batch_size)[:, 0]
+
+    def predict_light(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Light azimuth (degrees; < 0: the image's left is lit) of uint8 [N,S,S,3] images."""
+        if not self.config.light:
+            raise ValueError("this pose estimator was trained without light (PoseConfig.light=False)")
+        return self.predict_all(images, batch_size)[:, 1]
+
+    def predict_all(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """[N, outputs]: yaw, and light azimuth when trained with it (degrees)."""
         import torch
 
         images = np.asarray(images)
@@ -187,10 +223,11 @@ class YawEstimator:
             for s in range(0, len(images), batch_size):
                 x = to_model(images[s:s + batch_size])
                 out.append(self._antisym(x).numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, outputs_of(self.config)))
 
     def _antisym(self, x):
-        return (self.net(x)[:, 0] - self.net(x.flip(3))[:, 0]) * (self.SCALE / 2)
+        # Yaw and light azimuth both change sign under a horizontal flip.
+        return (self.net(x) - self.net(x.flip(3))) * (self.SCALE / 2)
 
     # -- cache -----------------------------------------------------------------
 
@@ -217,7 +254,7 @@ class YawEstimator:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("pose estimator cache %s unreadable (%s): refitting", uri, exc)
             return None
-        net = build_net(config.size, config.width)
+        net = build_net(config.size, config.width, config.arch, outputs_of(config))
         net.load_state_dict(state)
         return cls(net, config, meta["metrics"])
 
@@ -230,12 +267,14 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
     threads = torch.get_num_threads()
     torch.set_num_threads(config.torch_threads)
     try:
-        train_x, train_y = synth_pose_set(config, 1, config.n_identities)
-        held_x, held_y = synth_pose_set(config, 1 + config.n_identities, config.n_heldout)
+        k = outputs_of(config)
+        train_x, train_t = synth_pose_set(config, 1, config.n_identities)
+        held_x, held_t = synth_pose_set(config, 1 + config.n_identities, config.n_heldout)
+        train_y, held_y = train_t[:, :k], held_t[:, 0]
         render_s = time.perf_counter() - started
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
-        net = build_net(config.size, config.width)
+        net = build_net(config.size, config.width, config.arch, k)
         x_all = to_model(train_x)
         y_all = torch.from_numpy(train_y) / YawEstimator.SCALE
         # Mirror images: flip x, negate yaw.
@@ -250,7 +289,7 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
             for s in range(0, len(perm), config.batch_size):
                 idx = perm[s:s + config.batch_size]
                 x = augment(x_all[idx], gen, config.size)
-                loss = torch.nn.functional.smooth_l1_loss(net(x)[:, 0], y_all[idx], beta=0.05)
+                loss = torch.nn.functional.smooth_l1_loss(net(x), y_all[idx], beta=0.05)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -260,8 +299,12 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
         with torch.inference_mode():
             sig = torch.full((len(held_x),), 1.0 * config.size / 32)
             blurred = blur(to_model(held_x), sig)
-            pred_blur = estimator._antisym(blurred).numpy()
+            pred_blur = estimator._antisym(blurred)[:, 0].numpy()
         err_blur = np.abs(pred_blur - held_y)
+        light_metrics = {}
+        if config.light:
+            light_err = np.abs(estimator.predict_light(held_x) - held_t[:, 1])
+            light_metrics = {"light_mae_deg_heldout": round(float(light_err.mean()), 3)}
         estimator.metrics = {
             "mae_deg_heldout": round(float(err.mean()), 3),
             "median_deg_heldout": round(float(np.median(err)), 3),
@@ -274,12 +317,28 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
             "fit_seconds": round(time.perf_counter() - started, 1),
             "fit_cpu_seconds": round(time.process_time() - cpu_started, 1),
             "render_seconds": round(render_s, 1),
-            "model": "tiny CNN (3 conv + 2 fc), antisymmetric under horizontal flip",
+            **light_metrics,
+            "model": f"tiny CNN ({config.arch}, width {config.width}), antisymmetric under horizontal flip",
         }
         log.info("pose estimator: %s", estimator.metrics)
         return estimator
     finally:
         torch.set_num_threads(threads)
+
+
+def check_independent(judge: PoseConfig, labeller: dict | None) -> None:
+    """Refuse a judge that shares the method's labeller's seed (so its identities) or its
+    architecture: the evaluation must not read pose with the estimator the method moved by.
+    `labeller` is the labeller's PoseConfig.key() as the samples stage recorded it (None: the
+    method used no image-based estimator)."""
+    if not labeller:
+        return
+    shared = [k for k in ("seed", "arch") if labeller.get(k) == getattr(judge, k)]
+    if shared:
+        raise ValueError(
+            f"evaluate: the pose estimator shares {shared} with the labeller the method used "
+            f"(seed {labeller.get('seed')}, arch {labeller.get('arch')}); a method must not be graded by "
+            "its own estimator: give evaluate another pose_seed, or the samples stage another labeller_seed")
 
 
 def load_or_fit(cache_uri: str | None, config: PoseConfig) -> tuple[YawEstimator, bool]:

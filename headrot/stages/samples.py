@@ -1,0 +1,243 @@
+"""Stage 1b, samples: the generator's own samples, labelled, for the fit's `samples` direction source.
+
+    labeller (one Ray task; cached in checkpoints/labeller/pose.npz): a pose CNN of its own seed,
+    identities and architecture that reads yaw and light azimuth from pixels
+    -> shards of sample indices (driver) -> SampleShards (model actor pool): x_T from each
+       sample's own seed, 10-step DDIM, the labeller's yaw and light, colour statistics
+    -> write_shard (CPU task): samples/part-NNNNN.parquet -> samples/_SUCCESS last.
+
+Why (bench/NOTES.md, issue 14): the direction along which the generator turns heads is
+found from its response to x_T ~ N(0, I), not from the data's inverted latents. The labeller
+is the method's own estimator; the evaluation uses another one (headrot.labels.pose).
+
+Idempotent like embed: a shard's file appears whole or not at all, a rerun does only the
+missing shards, and a complete stage with the same fingerprint does nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from headrot import runs, storage, tables
+from headrot.config import to_mapping
+from headrot.labels import nuisance
+from headrot.lock import locked
+from headrot.stages import sharding
+
+log = logging.getLogger(__name__)
+
+STAGE = "samples"
+SAMPLES = "samples"
+LABELLER = ("checkpoints", "labeller", "pose.npz")
+# Sample i's x_T comes from torch.Generator(NOISE_SEED_BASE * (seed + 1) + i): far from the
+# small integers the training and the tests draw from.
+NOISE_SEED_BASE = 1_000_000_007
+# The nuisance statistics: the colour regions, then the labeller's light azimuth.
+NUISANCES = (*nuisance.NAMES, "light_azimuth")
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    root: str                                             # run root (samples/ and the labeller go here)
+    n: int = 3000                                         # samples; the pose direction's noise falls as 1/sqrt(n)
+    seed: int = 0                                         # which samples (see NOISE_SEED_BASE)
+    shard_size: int = 500                                 # samples per output file
+    generator: str | None = None                          # default <root>/checkpoints/generator/model.pt
+    steps: int = 10                                       # DDIM steps (the paper's 10)
+    batch_size: int = 64                                  # samples per network call
+    max_actors: int | None = None                         # model actors (default: one per GPU, else 1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    labeller_seed: int = 2_000_003                        # the labeller's identities: not the judge's, not the data's
+    labeller_identities: int = 300
+    labeller_epochs: int = 20
+    labeller_width: int = 8
+
+    def __post_init__(self) -> None:
+        if self.n < 10:
+            raise ValueError(f"samples: n must be >= 10 (a direction needs many samples), got {self.n}")
+        if self.shard_size < 1 or self.batch_size < 1 or self.steps < 1:
+            raise ValueError("samples: shard_size, batch_size and steps must be >= 1")
+
+    def generator_uri(self) -> str:
+        return self.generator or storage.join(self.root, "checkpoints", "generator", "model.pt")
+
+    def labeller_uri(self) -> str:
+        return storage.join(self.root, *LABELLER)
+
+
+def labeller_config(config: SamplesConfig, size: int):
+    """The method's pose-and-light CNN (headrot.labels.pose), independent of the evaluation's."""
+    from headrot.labels.pose import PoseConfig
+
+    return PoseConfig(size=size, seed=config.labeller_seed, n_identities=config.labeller_identities,
+                      epochs=config.labeller_epochs, width=config.labeller_width, arch="maxpool4", light=True)
+
+
+def load_labeller(uri: str, key: dict):
+    """The labeller the samples stage trained, from its recorded PoseConfig key."""
+    from headrot.labels.pose import PoseConfig, YawEstimator
+
+    fields = {k: v for k, v in key.items() if k in PoseConfig.__dataclass_fields__}
+    labeller = YawEstimator.load(uri, PoseConfig(**fields))
+    if labeller is None:
+        raise ValueError(f"labeller {runs.redact_uri(uri)} is missing or was trained with other settings: "
+                         "rerun `headrot samples` (delete samples/ first)")
+    return labeller
+
+
+def fit_labeller(uri: str, pose_config) -> dict:
+    """Ray task: train (or load) the labeller and cache it at `uri`; its metrics."""
+    from headrot.labels.pose import load_or_fit
+
+    labeller, cached = load_or_fit(uri, pose_config)
+    return {**labeller.metrics, "cached": cached}
+
+
+# ---------------------------------------------------------------------------
+# The model actor
+
+
+class SampleShards:
+    """Model actor: loads the generator and the labeller once; generates one shard per call."""
+
+    def __init__(self, config: SamplesConfig, labeller_key: dict, torch_threads: int):
+        import torch
+
+        from headrot.model.accel import Inference, probe_batch_size
+        from headrot.model.checkpoint import load_model
+
+        sharding.set_torch_threads(torch_threads)
+        self.config = config
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.acc = Inference.for_device(self.device, config.precision, config.compile)
+        model, self.model_config, _ = load_model(config.generator_uri(), "generator", map_location=self.device)
+        self.model = self.acc.prepare(model)
+        self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
+        self.actor = sharding.actor_name()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from headrot.model.sampler import noise_for_seeds, reverse_diffusion
+        from headrot.train.grid import to_uint8
+
+        start, stop = int(batch["start"][0]), int(batch["stop"][0])
+        size = self.model_config.image_size
+        ids = np.arange(start, stop, dtype=np.int64)
+        seeds = NOISE_SEED_BASE * (self.config.seed + 1) + ids
+        z = noise_for_seeds(seeds.tolist(), (3, size, size))
+        images = np.zeros((len(ids), size, size, 3), np.uint8)
+        with torch.inference_mode():
+            for s in range(0, len(ids), self.batch_size):
+                with self.acc.busy.timing(), self.acc.autocast():
+                    x = self.acc.to_device(z[s:s + self.batch_size])
+                    images[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.config.steps))
+        read = self.labeller.predict_all(images)
+        table = samples_table(ids, seeds, z.numpy(), read[:, 0], read[:, 1], nuisance.image_statistics(images))
+        return {"shard": batch["shard"], "table": np.array([tables.to_ipc(table)], dtype=object),
+                "busy": np.array([json.dumps({"actor": self.actor, **self.acc.busy.snapshot()})], dtype=object)}
+
+
+def samples_table(ids, seeds, latents, yaw, light_azimuth, stats) -> pa.Table:
+    """One row per sample (schema in docs/CONTRACTS.md samples/)."""
+    from headrot.labels.light import CENTER_HALF_WIDTH_DEG, classes_from_azimuth
+
+    nuisances = np.concatenate([np.asarray(stats, np.float32), np.asarray(light_azimuth, np.float32)[:, None]], 1)
+    return pa.table({
+        "sample_id": pa.array(ids, pa.int64()),
+        "seed": pa.array(seeds, pa.int64()),
+        "latent": tables.tensor_column(np.asarray(latents, np.float32)),
+        "yaw": pa.array(np.asarray(yaw, np.float32), pa.float32()),
+        "light": pa.array(classes_from_azimuth(np.asarray(light_azimuth), CENTER_HALF_WIDTH_DEG).tolist(), pa.string()),
+        "light_score": pa.array(np.asarray(light_azimuth, np.float32), pa.float32()),
+        "nuisance": tables.tensor_column(nuisances),
+    })
+
+
+def write_shard(row: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """CPU task: write samples/<shard>.parquet (whole, last)."""
+    table = tables.from_ipc(row["table"])
+    tables.write_parquet(storage.join(out_dir, f"{row['shard']}.parquet"), table)
+    return {"shard": row["shard"], "rows": table.num_rows, "busy": row.get("busy", "{}")}
+
+
+# ---------------------------------------------------------------------------
+# The stage
+
+
+@locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
+def run_samples(config: SamplesConfig) -> dict[str, Any]:
+    """Generate (or resume, or skip when complete) the labelled samples; returns the summary."""
+    import ray
+
+    from headrot.model.checkpoint import load_model
+
+    started = time.time()
+    root, out_dir = config.root, storage.join(config.root, SAMPLES)
+    if not storage.exists(config.generator_uri()):
+        raise ValueError(f"generator checkpoint {runs.redact_uri(config.generator_uri())} not found: "
+                         "train one with `headrot train generator` or pass --generator")
+    _, model_config, _ = load_model(config.generator_uri(), "generator")
+    pose = labeller_config(config, model_config.image_size)
+    digest = runs.fingerprint({
+        "generator": runs.hash_uris([config.generator_uri()]),
+        "config": {k: v for k, v in to_mapping(config).items()
+                   if k not in ("root", "generator", "batch_size", "max_actors", "compile")},
+    })
+    runs.claim_stage(root, STAGE, digest, to_mapping(config), out_dir)
+    shards = sharding.split_rows(config.n, config.shard_size)
+    todo = set(sharding.pending(out_dir, [name for name, _, _ in shards]))
+    skipped = None if todo else runs.completed(STAGE, out_dir, digest, "rows", "samples")
+    if skipped is not None:
+        return skipped
+
+    labeller = ray.get(ray.remote(num_cpus=1)(fit_labeller).remote(config.labeller_uri(), pose))
+    log.info("samples: labeller %s; %d shards, %d to do", labeller, len(shards), len(todo))
+    work = [{"shard": name, "start": a, "stop": b} for name, a, b in shards if name in todo]
+    summaries = []
+    if work:
+        plan = sharding.plan_pool(config.max_actors)
+        ds = ray.data.from_items(work, override_num_blocks=len(work))
+        ds = plan.map_batches(ds, SampleShards, batch_size=1, fn_constructor_kwargs={
+            "config": config, "labeller_key": pose.key(), "torch_threads": plan.torch_threads})
+        ds = ds.map(write_shard, fn_kwargs={"out_dir": out_dir}, num_cpus=0.25)
+        progress = sharding.Progress("samples", len(work), sum(w["stop"] - w["start"] for w in work))
+        for summary in ds.iter_rows():
+            summaries.append(summary)
+            progress.update(1, int(summary["rows"]))
+    rows = sum(tables.read_parquet(uri, columns=["sample_id"]).num_rows
+               for uri in storage.list_files(out_dir, ".parquet"))
+    if rows != config.n:
+        raise RuntimeError(f"samples: {rows} rows written, {config.n} wanted; not marking the stage complete")
+    yaw = tables.read_parquet_dir(out_dir, columns=["yaw", "light"])
+    lights = yaw.column("light").to_pylist()
+    elapsed = time.time() - started
+    summary = {
+        "fingerprint": digest,
+        "rows": rows,
+        "shards": len(shards),
+        "shards_this_run": len(summaries),
+        "labeller": pose.key(),
+        "labeller_metrics": labeller,
+        "nuisances": list(NUISANCES),
+        "yaw_sd": round(float(np.std(yaw.column("yaw").to_numpy())), 3),
+        "light_counts": {k: lights.count(k) for k in sorted(set(lights))},
+        "samples_per_s": round(sum(int(s["rows"]) for s in summaries) / elapsed, 2) if summaries else None,
+        "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
+        "seconds": round(elapsed, 1),
+    }
+    storage.mark_complete(out_dir, summary)
+    log.info("samples: done: %s", json.dumps({k: v for k, v in summary.items() if k not in ("fingerprint",)}))
+    return summary

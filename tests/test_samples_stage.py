@@ -1,0 +1,108 @@
+"""The samples stage and the sample-direction methods on Ray: a tiny random generator, end to end.
+
+samples (labeller + actor pool) -> fit with sources embeddings,samples -> render the ablation
+variants, calibration included. The generator is random, so nothing here is about quality:
+these tests check the wiring, the exactly-once files, resuming and the new table columns."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headrot import storage, tables
+from headrot.stages.fit import FitConfig, run_fit
+from headrot.stages.render import RenderConfig, calls_per_render, parse_variant, run_render
+from headrot.stages.samples import NUISANCES, SamplesConfig, run_samples
+from tests.test_render_stage import make_run, read_rotated
+
+pytestmark = pytest.mark.slow
+
+DELTAS = (-20, 0, 20)
+
+
+def samples_config(root: str, **kw) -> SamplesConfig:
+    # A labeller of 20 identities x 6 poses and 2 epochs: seconds, not quality.
+    return SamplesConfig(root=root, n=120, shard_size=50, steps=2, labeller_identities=20,
+                         labeller_epochs=2, **kw)
+
+
+def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
+    root = str(tmp_path / "run")
+    make_run(root)
+    summary = run_samples(samples_config(root))
+    assert summary["rows"] == 120 and summary["shards"] == 3 and summary["shards_this_run"] == 3
+    assert summary["labeller"]["arch"] == "maxpool4" and summary["labeller"]["light"] is True
+    samples = tables.read_parquet_dir(storage.join(root, "samples"))
+    ids = samples.column("sample_id").to_pylist()
+    assert sorted(ids) == list(range(120))                        # every sample exactly once
+    assert tables.tensor_to_numpy(samples.column("nuisance")).shape == (120, len(NUISANCES))
+    assert set(samples.column("light").to_pylist()) <= {"left", "center", "right"}
+    # A sample's latent is its own seed's noise: the same whatever shard or batch it fell in.
+    from headrot.model.sampler import noise_for_seeds
+
+    seed = samples.column("seed").to_pylist()[7]
+    z7 = tables.tensor_to_numpy(samples.column("latent"))[7]
+    assert np.array_equal(z7, noise_for_seeds([seed], z7.shape).numpy()[0])
+
+    # Resume: a lost shard is redone, the others are not; a complete stage does nothing.
+    storage.filesystem(root)[0].rm(storage.join(root, "samples", "part-00001.parquet"))
+    storage.filesystem(root)[0].rm(storage.join(root, "samples", storage.SUCCESS))
+    again = run_samples(samples_config(root))
+    assert again["shards_this_run"] == 1 and again["rows"] == 120
+    assert run_samples(samples_config(root)).get("skipped")
+
+    # make_run fitted embeddings only: a new fit config needs its folder cleared (as a user would).
+    storage.filesystem(root)[0].rm(storage.join(root, "trajectories"), recursive=True)
+    # A random generator's samples all read near yaw 0 (|yaw| < 0.4): bins fine enough near 0
+    # to give each side two populated bins, wide enough for the planted latents' +-44 degrees.
+    bins = (-45, -15, -0.1, 0, 0.1, 15, 45)
+    fit = run_fit(FitConfig(root=root, attributes=("Male",), min_images=10, min_bins=2, bins=bins,
+                            sources=("embeddings", "samples"), lowpass=4))
+    traj = tables.read_parquet(storage.join(root, "trajectories", "trajectories.parquet"))
+    assert set(traj.column("source").to_pylist()) == {"embeddings", "samples", "embeddings_ortho", "samples_ortho"}
+    assert set(fit["sources"]) == {"embeddings", "samples", "embeddings_ortho", "samples_ortho"}
+    # Sample lines live in the low-pass subspace: constant on 4x4 blocks of the 16x16 latent.
+    sample_slopes = tables.tensor_to_numpy(traj.filter(traj.column("source").to_numpy(zero_copy_only=False)
+                                                       == "samples").column("slope"))
+    blocks = sample_slopes.reshape(len(sample_slopes), 3, 4, 4, 4, 4)
+    assert np.allclose(blocks, blocks[:, :, :, :1, :, :1], atol=1e-6)
+
+    methods = ("no_move", "samples-norm", "samples-ortho-norm-cal")
+    config = RenderConfig(root=root, deltas=DELTAS, split="all", limit=12, methods=methods, steps=2,
+                          calibration_rounds=2)
+    summary = run_render(config)
+    assert summary["renders"] == 12 * len(DELTAS) * len(methods)
+    assert summary["decodes_per_render"] == calls_per_render(config) == {
+        "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3)}
+    rotated = read_rotated(storage.join(root, "rotated"))
+    keys = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
+                    rotated.column("method").to_pylist()))
+    assert len(keys) == len(set(keys))
+    cal = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "samples-ortho-norm-cal")
+    delta = cal.column("delta").to_numpy()
+    read = cal.column("labeller_yaw_change").to_numpy(zero_copy_only=False)
+    scale = cal.column("step_scale").to_numpy(zero_copy_only=False)
+    assert np.all(np.isfinite(read[delta != 0])) and np.all(read[delta == 0] == 0)
+    assert np.all((scale >= 0) & (scale <= 4))
+    plain = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "no_move")
+    assert np.all(np.isnan(plain.column("labeller_yaw_change").to_numpy(zero_copy_only=False)))
+    assert run_render(config).get("skipped")
+
+
+def test_method_names_parse_to_the_ablation_grid():
+    assert parse_variant("headrot") == parse_variant("embeddings")
+    v = parse_variant("samples-ortho-norm-cal")
+    assert (v.source, v.ortho, v.norm, v.cal, v.lines) == ("samples", True, True, True, "samples_ortho")
+    assert parse_variant("samples-cal-norm") is None        # flags in their one order
+    assert parse_variant("pixels-norm") is None
+    assert parse_variant("no_move") is None
+    with pytest.raises(ValueError, match="source"):
+        RenderConfig(root="r", methods=("samples-cal-norm",))
+
+
+def test_calibrated_methods_need_the_labeller(ray_cluster, tmp_path):
+    """A -cal method on a run whose fit has no samples source fails with what to run."""
+    root = str(tmp_path / "run")
+    make_run(root)
+    config = RenderConfig(root=root, deltas=(0, 10), split="all", limit=4, methods=("embeddings-cal",), steps=2)
+    with pytest.raises(Exception, match="labeller"):
+        run_render(config)
