@@ -13,9 +13,11 @@ Methods (how z moves; see headrot.trajectories and headrot.directions):
     single_direction  one line over both sides, light-conditioned groups
     centroid_path     z + c(target) - c(source) through the group's bin centroids
     no_move           z itself (the reconstruction: what the embedding alone gives)
-    <source>[-ortho][-norm][-cal]   the ablation grid of the light-conditioned two-sided move:
-                      source embeddings (the paper's lines; `embeddings` alone is `headrot`) or
-                      samples (the generator's own); -ortho: the step off the nuisance
+    <source>[-ortho][-norm][-cal]   the ablation grid of the two-sided move: source
+                      embeddings (the paper's lines; `embeddings` alone is `headrot`), samples
+                      (the generator's own, light-conditioned lines) or local (each face's own
+                      step from the generator's Jacobian, headrot.local_directions, followed in
+                      legs of `local_segment` degrees); -ortho: the step off the nuisance
                       directions; -norm: the moved latent rescaled to the source's norm;
                       -cal: per face, the step scaled until the samples stage's labeller reads
                       the requested yaw change (`calibration_rounds` decodes per render)
@@ -52,6 +54,7 @@ LATENTS = "latents"
 ROTATED = "rotated"
 METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "centroid_path")
 VARIANT_FLAGS = ("ortho", "norm", "cal")
+LOCAL = "local"  # the render-time source: no fit rows, a step per face (headrot.local_directions)
 # The trajectory rows each method reads: (mode, sides).
 METHOD_MODE = {
     "headrot": "light_conditioned",
@@ -71,7 +74,7 @@ LABELS = ("partition", "identity", "yaw", "light")
 class Variant:
     """A light-conditioned two-sided move: which lines, and what is done to the step."""
 
-    source: str             # embeddings | samples: whose latents the lines were fitted on
+    source: str             # embeddings | samples: whose latents the lines were fitted on; local: per face
     ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
     norm: bool = False      # the moved latent rescaled to the source latent's norm
     cal: bool = False       # the step scaled per face until the labeller reads the requested change
@@ -87,7 +90,7 @@ def parse_variant(method: str) -> Variant | None:
     if method == "headrot":
         return Variant("embeddings")
     source, *flags = method.split("-")
-    if source not in SOURCES or flags != [f for f in VARIANT_FLAGS if f in flags]:
+    if source not in (*SOURCES, LOCAL) or flags != [f for f in VARIANT_FLAGS if f in flags]:
         return None
     return Variant(source, "ortho" in flags, "norm" in flags, "cal" in flags)
 
@@ -120,12 +123,17 @@ class RenderConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"           # auto: bf16 autocast on GPUs, fp32 on CPU
     compile: bool = False                                         # torch.compile the generator (CUDA graphs on GPU)
     calibration_rounds: int = 3                                   # -cal methods: decodes (labeller reads) per render
+    local_lowpass: int = 8                                        # local: blocks per side of the step's subspace
+    local_segment: float = 10.0                                   # local: re-linearise every this many degrees (0: once)
+    local_jacobian_steps: int | None = None                       # local: DDIM steps inside the Jacobian (None: steps)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)} or "
-                             f"<source>[-ortho][-norm][-cal] with a source of {list(SOURCES)}")
+                             f"<source>[-ortho][-norm][-cal] with a source of {[*SOURCES, LOCAL]}")
+        if self.local_segment < 0:
+            raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
             raise ValueError("render: calibration_rounds must be >= 1")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
@@ -242,14 +250,38 @@ def labeller_key(root: str) -> dict | None:
 
 
 def calls_per_render(config: RenderConfig) -> dict[str, float]:
-    """Generator decodes per output render, per method: the cost of calibration (1 otherwise).
-    A -cal method decodes every nonzero delta `calibration_rounds` times and shares one G(z)."""
+    """Generator decodes per output render, per method (1 for a plain move): the cost of
+    calibration and of local steps. A -cal method decodes every nonzero delta
+    `calibration_rounds` times and shares one G(z). A local method computes one Jacobian per
+    leg (K readings, each a forward and a backward pass, counted as 3 decodes: the usual
+    backward = 2 x forward estimate) and decodes each leg `rounds` times."""
+    from math import ceil
+
+    from headrot.local_directions import N_READINGS
+
     n_d = len(config.deltas)
-    nonzero = sum(1 for d in config.deltas if d != 0)
     out = {}
     for m in config.methods:
         v = parse_variant(m)
-        out[m] = round((nonzero * config.calibration_rounds + 1) / n_d, 3) if v is not None and v.cal else 1.0
+        rounds = config.calibration_rounds if v is not None and v.cal else 1
+        if v is not None and v.source == LOCAL:
+            legs = jacobians = 0
+            for sign in (-1, 1):
+                far = max((abs(d) for d in config.deltas if d * sign > 0), default=0)
+                near = [abs(d) for d in config.deltas if d * sign > 0]
+                if not far:
+                    continue
+                side_legs = max(len(near), ceil(far / config.local_segment)) if config.local_segment else len(near)
+                legs += side_legs
+                jacobians += side_legs if config.local_segment else 1
+            # A Jacobian through fewer DDIM steps costs that much less.
+            share = (config.local_jacobian_steps or config.steps) / config.steps
+            out[m] = round((jacobians * 3 * N_READINGS * share + legs * rounds + 1) / n_d, 3)
+        elif v is not None and v.cal:
+            nonzero = sum(1 for d in config.deltas if d != 0)
+            out[m] = round((nonzero * rounds + 1) / n_d, 3)
+        else:
+            out[m] = 1.0
     return out
 
 
@@ -290,12 +322,12 @@ class RenderShards:
         self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
         self.variants = {m: parse_variant(m) for m in self.methods}
         self.labeller = None
-        if any(v is not None and v.cal for v in self.variants.values()):
+        if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
             from headrot.stages.samples import load_labeller
 
             if not labeller_key:
-                raise ValueError("render: -cal methods need the samples stage's labeller: run `headrot samples` "
-                                 "and fit with sources [embeddings, samples]")
+                raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
+                                 "`headrot samples` and fit with sources [embeddings, samples]")
             self.labeller = load_labeller(config.labeller_uri(), labeller_key)
         self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
         self.steps = config.steps
@@ -347,6 +379,45 @@ class RenderShards:
                 images[d], scales[d], read[d] = chosen[rows], cal.scale[rows], cal.achieved[rows]
         return images, scales, read
 
+    def local(self, z: np.ndarray, variant: Variant, base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per delta, each face moved along its own conditional step (headrot.local_directions),
+        each side's deltas reached in legs of `local_segment` degrees; uncalibrated: one decode
+        per leg at the first-order length. (images per delta, multipliers [D,N], reads [D,N])."""
+        import torch
+
+        from headrot import local_directions as L
+        from headrot.model.sampler import reverse_diffusion
+
+        y0 = self.labeller.predict(base)
+        read = L.readings(self.labeller, self.model_config.image_size)
+
+        def render(x):
+            with self.acc.busy.timing():
+                return reverse_diffusion(self.model, x.to(self.device),
+                                         steps=self.config.local_jacobian_steps or self.steps).float().cpu()
+
+        def step_at(latents):
+            with torch.inference_mode(False):
+                jac = L.jacobian(render, read, latents, self.config.local_lowpass)
+            return L.conditional_steps(jac, variant.ortho)
+
+        def decode_read(latents):
+            images = self.decode(latents)
+            return images, self.labeller.predict(images) - y0
+
+        n = len(z)
+        images, scales, reads = [base] * len(self.deltas), np.ones((len(self.deltas), n)), np.zeros((len(self.deltas), n))
+        rounds = self.config.calibration_rounds if variant.cal else 1
+        for sign in (-1, 1):
+            wanted = [d for d in self.deltas if d * sign > 0]
+            if not wanted:
+                continue
+            got = L.follow(z, wanted, step_at, decode_read, self.config.local_segment, rounds, variant.norm)
+            for d, delta in enumerate(self.deltas):
+                if float(delta) in got:
+                    images[d], reads[d], scales[d] = got[float(delta)]
+        return images, scales, reads
+
     def _render(self, latents_uri: str, take: int, shard) -> dict[str, np.ndarray]:
         table = tables.read_parquet(latents_uri)
         table = select_sources(table.drop_columns([c for c in ("landmarks",) if c in table.column_names]),
@@ -377,8 +448,15 @@ class RenderShards:
         labeller_read = np.full(total, np.nan, np.float32)
         # Uncalibrated moves are decoded in one pass; calibrated ones after, round by round.
         plain_pos, plain_z, calibrate_later = [], [], []
+        local_later = []
         for m, method in enumerate(self.methods):
             variant = self.variants[method]
+            if variant is not None and variant.source == LOCAL:
+                for d in range(n_d):
+                    pos = np.arange(n) * n_m * n_d + m * n_d + d
+                    fallback[pos], traj_key[pos] = "none", LOCAL
+                local_later.append((m, variant))
+                continue
             moves = []
             for d, delta in enumerate(self.deltas):
                 moved, fbs, keys = self.index.moved(method, z, yaw, yaw + delta, lights, values)
@@ -393,8 +471,13 @@ class RenderShards:
                 calibrate_later.append((m, variant, moves))
         if plain_pos:
             images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
-        if calibrate_later and n:
+        if (calibrate_later or local_later) and n:
             base = self.decode(z)  # G(z): every method's delta-0 render, and the labeller's zero
+            for m, variant in local_later:
+                out, scales, read = self.local(z, variant, base)
+                for d in range(n_d):
+                    pos = np.arange(n) * n_m * n_d + m * n_d + d
+                    images[pos], step_scale[pos], labeller_read[pos] = out[d], scales[d], read[d]
             for m, variant, moves in calibrate_later:
                 out, scales, read = self.calibrated(z, moves, variant.norm, base)
                 for d in range(n_d):

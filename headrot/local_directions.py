@@ -1,0 +1,141 @@
+"""Per-face pose steps from the generator's own response: the `local` direction source.
+
+A global direction (the paper's centroids, or the generator's samples) is one vector for
+every face, but the inverted latents of real faces sit off the Gaussian shell the samples
+come from, and how a head answers a move there varies per face (bench/NOTES.md, issue 14:
+the achieved yaw of one global step spread over 40 degrees between faces, and hair, skin
+and background drifted with it). Here each face gets its own step, from the Jacobian of
+what the labeller reads off the render G(z) with respect to z:
+
+    r(z) = [yaw, light azimuth, mean R,G,B of image / border / centre / hair](G(z))
+    J    = dr/dz, low-passed (headrot.directions.lowpass: coarse moves only)
+    step = P(dyaw/dz) / (dyaw/dz . P(dyaw/dz)),  P: off the span of the other rows of J
+
+so that, to first order, the move turns the head by one degree per unit and changes none of
+the other readings (InterFaceGAN's conditional manipulation, made local). Large turns follow
+the path in segments (`follow`): re-linearise every `segment` degrees, calibrate each leg.
+
+Torch (autograd through the 10-step sampler); the stages call it from the render actor.
+Cost: one forward and one backward pass per face per reading (K = 15), batched.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from headrot import directions as D
+from headrot.labels import nuisance
+
+
+# ---------------------------------------------------------------------------
+# What is read off a render
+
+
+def readings(labeller, size: int):
+    """x (NCHW in [-1, 1], torch) -> [N, K]: yaw, light azimuth (labeller), the colour statistics
+    (headrot.labels.nuisance, same regions and order). Differentiable."""
+    import torch
+
+    masks = [torch.from_numpy(m) for m in nuisance.region_masks(size).values()]
+
+    def read(x):
+        pose = labeller._antisym(x)                      # [N, 2]: yaw, light azimuth (degrees)
+        img = (x + 1) / 2
+        colours = [img[:, :, m].mean(-1) for m in masks]  # each [N, 3]
+        return torch.cat([pose] + colours, dim=1)
+
+    return read
+
+
+N_READINGS = 2 + len(nuisance.NAMES)
+
+
+# ---------------------------------------------------------------------------
+# Jacobian and the conditional step
+
+
+def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int, chunk: int = 4) -> np.ndarray:
+    """[N, K, C, S, S]: d reading_k(render(z_i)) / d z_i, low-passed (float64).
+
+    Each face is repeated K times in the batch and replica k back-propagates reading k, so one
+    backward pass gives every row of every face's Jacobian. `render`: z (torch) -> x in [-1, 1]."""
+    import torch
+
+    n = len(z)
+    out = None
+    for s in range(0, n, chunk):
+        zz = torch.from_numpy(np.ascontiguousarray(z[s:s + chunk], np.float32))
+        m = len(zz)
+        with torch.enable_grad():
+            rep = zz.repeat_interleave(N_READINGS, 0).requires_grad_()
+            values = read(render(rep).clamp(-1, 1)).view(m, N_READINGS, N_READINGS)
+            values.diagonal(dim1=1, dim2=2).sum().backward()
+        grads = rep.grad.view(m, N_READINGS, *zz.shape[1:]).numpy().astype(np.float64)
+        if out is None:
+            out = np.zeros((n, N_READINGS, *zz.shape[1:]))
+        out[s:s + m] = D.lowpass(grads, blocks)
+    return out if out is not None else np.zeros((0, N_READINGS))
+
+
+def conditional_steps(jac: np.ndarray, ortho: bool = True) -> np.ndarray:
+    """[N, C, S, S]: per face, the first-order one-degree yaw step (row 0 of its Jacobian),
+    projected off the other rows when `ortho` (D.orthogonalise does exactly this)."""
+    out = np.zeros((len(jac), *jac.shape[2:]))
+    for i, rows in enumerate(jac):
+        gy = rows[0]
+        step = gy / max(float((gy * gy).sum()), 1e-30)
+        out[i] = D.orthogonalise(step, rows[1:]) if ortho else step
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Following the path
+
+
+def follow(z: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], np.ndarray],
+           decode_read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], segment: float,
+           rounds: int, norm: bool) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Renders of every face at each yaw change in `targets` (all of one sign), walking there in
+    legs of at most `segment` degrees (0: one leg from z), each leg's step from `step_at(z_leg)`
+    and its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
+    `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
+
+    Returns {target: (images, reading, multiplier)}; a leg starts where the previous one ended."""
+    stops = sorted(set(float(t) for t in targets), key=abs)
+    if segment > 0:
+        sign = np.sign(stops[-1]) if stops else 1.0
+        legs, t = [], 0.0
+        for stop in stops:
+            while abs(stop) - abs(t) > segment + 1e-9:
+                t += sign * segment
+                legs.append((t, False))
+            legs.append((stop, True))
+            t = stop
+    else:
+        legs = [(s, True) for s in stops]
+    start, reached = z, np.zeros(len(z))
+    out: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    step = None
+    for target, wanted in legs:
+        if step is None or segment > 0:
+            step = step_at(start)
+        base, got = (start, reached) if segment > 0 else (z, np.zeros(len(z)))
+        tried, images = [], []
+
+        def achieved_at(k):
+            moved = base + ((target - got) * k).reshape(-1, *([1] * (z.ndim - 1))) * step
+            moved = D.keep_norm(moved, z) if norm else moved
+            tried.append(moved)
+            ims, read = decode_read(moved)
+            images.append(ims)
+            return read - got  # the leg's own turn: calibrate's secant runs through the leg's start
+
+        cal = D.calibrate(achieved_at, float(target) - got, rounds)
+        rows = np.arange(len(z))
+        chosen = np.stack(tried)[cal.best_round, rows]
+        if wanted:
+            out[target] = (np.stack(images)[cal.best_round, rows], cal.achieved + got, cal.scale)
+        if segment > 0:
+            start, reached = chosen, cal.achieved + got
+    return out

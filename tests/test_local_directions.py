@@ -1,0 +1,87 @@
+"""headrot.local_directions on analytic stand-ins: a linear 'generator' and linear readings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headrot import directions as D
+from headrot import local_directions as L
+
+SHAPE = (3, 8, 8)
+
+
+def test_jacobian_of_a_linear_generator_is_its_low_passed_readout():
+    import torch
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((L.N_READINGS, int(np.prod(SHAPE))))
+
+    def render(z):
+        return 0.1 * z                    # stays inside [-1, 1] for these z: the clamp is inactive
+
+    def read(x):
+        return x.reshape(len(x), -1) @ torch.from_numpy(W).float().T
+
+    z = rng.standard_normal((3, *SHAPE)) * 0.5
+    jac = L.jacobian(render, read, z, blocks=4, chunk=2)
+    want = D.lowpass(0.1 * W.reshape(L.N_READINGS, *SHAPE), 4)
+    assert jac.shape == (3, L.N_READINGS, *SHAPE)
+    for i in range(3):
+        assert np.allclose(jac[i], want, atol=1e-5)
+
+
+def test_conditional_steps_turn_one_degree_and_leave_the_other_readings():
+    rng = np.random.default_rng(1)
+    jac = rng.standard_normal((4, L.N_READINGS, *SHAPE))
+    steps = L.conditional_steps(jac, ortho=True)
+    for rows, step in zip(jac, steps):
+        assert float((rows[0] * step).sum()) == pytest.approx(1.0)
+        assert np.allclose(rows[1:].reshape(L.N_READINGS - 1, -1) @ step.reshape(-1), 0, atol=1e-9)
+    plain = L.conditional_steps(jac, ortho=False)
+    assert float((jac[0, 0] * plain[0]).sum()) == pytest.approx(1.0)
+    assert not np.allclose(plain, steps)
+
+
+def test_follow_reaches_far_targets_in_legs_on_a_curved_response():
+    """Yaw = 40 tanh(<z - z0, g_i> / 40) per face (a response that saturates), step_at gives the
+    first-order step at the current point: one leg at the source would fall short at 30 degrees;
+    three 10-degree legs, each calibrated in 3 rounds, reach every target within a degree."""
+    rng = np.random.default_rng(2)
+    n = 5
+    z0 = rng.standard_normal((n, *SHAPE))
+    g = rng.standard_normal((n, *SHAPE)) * np.array([0.5, 1, 2, 3, 4]).reshape(-1, 1, 1, 1)
+    calls = []
+
+    def yaw(z):
+        return 40 * np.tanh(((z - z0) * g).sum(axis=(1, 2, 3)) / 40)
+
+    def step_at(z):
+        calls.append(1)
+        slope = 1 - np.tanh(((z - z0) * g).sum(axis=(1, 2, 3)) / 40) ** 2   # d yaw / d <., g>
+        return g / ((g * g).sum(axis=(1, 2, 3)) * slope).reshape(-1, 1, 1, 1)
+
+    def decode_read(z):
+        return np.zeros((len(z), 2, 2, 3), np.uint8), yaw(z)
+
+    got = L.follow(z0, [-10.0, -20.0, -30.0], step_at, decode_read, segment=10, rounds=3, norm=False)
+    assert sorted(got) == [-30.0, -20.0, -10.0] and len(calls) == 3
+    for target, (_, read, _) in got.items():
+        assert np.all(np.abs(read - target) < 1.0), (target, read)
+    one = L.follow(z0, [-30.0], step_at, decode_read, segment=0, rounds=1, norm=False)
+    assert np.abs(one[-30.0][1] + 30).min() > 3                            # one leg, uncalibrated, falls short
+
+
+def test_follow_keeps_the_norm_when_asked():
+    rng = np.random.default_rng(3)
+    z0 = rng.standard_normal((2, *SHAPE))
+    seen = []
+
+    def decode_read(z):
+        seen.append(np.linalg.norm(z.reshape(len(z), -1), axis=1))
+        return np.zeros((len(z), 2, 2, 3), np.uint8), z.reshape(len(z), -1)[:, 0] * 10
+
+    step = np.zeros_like(z0)
+    step[:, 0, 0, 0] = 0.1
+    L.follow(z0, [5.0], lambda z: step, decode_read, segment=0, rounds=2, norm=True)
+    for norms in seen:
+        assert np.allclose(norms, np.linalg.norm(z0.reshape(2, -1), axis=1))
