@@ -37,12 +37,14 @@ def readings(labeller, size: int):
     (headrot.labels.nuisance, same regions and order). Differentiable."""
     import torch
 
-    masks = [torch.from_numpy(m) for m in nuisance.region_masks(size).values()]
+    masks = list(nuisance.region_masks(size).values())
 
     def read(x):
         pose = labeller._antisym(x)                      # [N, 2]: yaw, light azimuth (degrees)
         img = (x + 1) / 2
-        colours = [img[:, :, m].mean(-1) for m in masks]  # each [N, 3]
+        # Masks become tensors here, not in `readings`: a caller under torch.inference_mode
+        # would otherwise make them inference tensors, which autograd refuses to save.
+        colours = [img[:, :, torch.from_numpy(m)].mean(-1) for m in masks]  # each [N, 3]
         return torch.cat([pose] + colours, dim=1)
 
     return read
@@ -80,12 +82,21 @@ def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int, chunk
 
 def conditional_steps(jac: np.ndarray, ortho: bool = True) -> np.ndarray:
     """[N, C, S, S]: per face, the first-order one-degree yaw step (row 0 of its Jacobian),
-    projected off the other rows when `ortho` (D.orthogonalise does exactly this)."""
+    projected off the other rows when `ortho` (D.orthogonalise does exactly this).
+
+    A face whose yaw reading does not respond at all (a zero gradient, or one inside the other
+    readings' span) gets a zero step: it is rendered unmoved and its labeller reading (0) says
+    so in the rotated table, rather than failing its whole shard."""
     out = np.zeros((len(jac), *jac.shape[2:]))
     for i, rows in enumerate(jac):
         gy = rows[0]
-        step = gy / max(float((gy * gy).sum()), 1e-30)
-        out[i] = D.orthogonalise(step, rows[1:]) if ortho else step
+        norm2 = float((gy * gy).sum())
+        if norm2 == 0:
+            continue
+        try:
+            out[i] = D.orthogonalise(gy / norm2, rows[1:]) if ortho else gy / norm2
+        except ValueError:
+            continue
     return out
 
 
@@ -93,32 +104,52 @@ def conditional_steps(jac: np.ndarray, ortho: bool = True) -> np.ndarray:
 # Following the path
 
 
+def plan_legs(targets: list[float], segment: float) -> list[tuple[float, bool, bool]]:
+    """The legs that reach `targets` (yaw changes of one sign): [(leg end, is a target, new step)].
+
+    segment 0: every target is reached from the source along the one step computed there.
+    segment > 0: the targets are visited in order of size, each leg starting where the last one
+    ended, with stops inserted so that no leg is longer than `segment`; the step is recomputed
+    at a leg's start once the head has turned more than `segment` degrees past the point of the
+    last computation (so 10/20/30 with segment 20 linearise at 0 and at 20)."""
+    stops = sorted({float(t) for t in targets}, key=abs)
+    if not stops:
+        return []
+    if segment <= 0:
+        return [(t, True, i == 0) for i, t in enumerate(stops)]
+    sign, eps = float(np.sign(stops[-1])), 1e-9
+    ends: list[tuple[float, bool]] = []
+    last = 0.0
+    for stop in stops:
+        while abs(stop) - abs(last) > segment + eps:
+            last += sign * segment
+            ends.append((last, False))
+        ends.append((stop, True))
+        last = stop
+    legs, lin, start = [], None, 0.0
+    for end, wanted in ends:
+        fresh = lin is None or abs(end - lin) > segment + eps
+        if fresh:
+            lin = start
+        legs.append((end, wanted, fresh))
+        start = end
+    return legs
+
+
 def follow(z: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], np.ndarray],
            decode_read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], segment: float,
            rounds: int, norm: bool) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Renders of every face at each yaw change in `targets` (all of one sign), walking there in
-    legs of at most `segment` degrees (0: one leg from z), each leg's step from `step_at(z_leg)`
-    and its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
+    """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
+    legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
+    so, its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
     `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
 
-    Returns {target: (images, reading, multiplier)}; a leg starts where the previous one ended."""
-    stops = sorted(set(float(t) for t in targets), key=abs)
-    if segment > 0:
-        sign = np.sign(stops[-1]) if stops else 1.0
-        legs, t = [], 0.0
-        for stop in stops:
-            while abs(stop) - abs(t) > segment + 1e-9:
-                t += sign * segment
-                legs.append((t, False))
-            legs.append((stop, True))
-            t = stop
-    else:
-        legs = [(s, True) for s in stops]
+    Returns {target: (images, reading, multiplier)}."""
     start, reached = z, np.zeros(len(z))
     out: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     step = None
-    for target, wanted in legs:
-        if step is None or segment > 0:
+    for target, wanted, fresh in plan_legs(targets, segment):
+        if fresh:
             step = step_at(start)
         base, got = (start, reached) if segment > 0 else (z, np.zeros(len(z)))
         tried, images = [], []
@@ -133,9 +164,8 @@ def follow(z: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], 
 
         cal = D.calibrate(achieved_at, float(target) - got, rounds)
         rows = np.arange(len(z))
-        chosen = np.stack(tried)[cal.best_round, rows]
         if wanted:
             out[target] = (np.stack(images)[cal.best_round, rows], cal.achieved + got, cal.scale)
         if segment > 0:
-            start, reached = chosen, cal.achieved + got
+            start, reached = np.stack(tried)[cal.best_round, rows], cal.achieved + got
     return out

@@ -85,3 +85,19 @@ def test_follow_keeps_the_norm_when_asked():
     L.follow(z0, [5.0], lambda z: step, decode_read, segment=0, rounds=2, norm=True)
     for norms in seen:
         assert np.allclose(norms, np.linalg.norm(z0.reshape(2, -1), axis=1))
+
+
+def test_legs_relinearise_every_segment_degrees():
+    assert L.plan_legs([10, 20, 30], 20) == [(10, True, True), (20, True, False), (30, True, True)]
+    assert L.plan_legs([10, 20, 30], 10) == [(10, True, True), (20, True, True), (30, True, True)]
+    assert L.plan_legs([-30], 10) == [(-10, False, True), (-20, False, True), (-30, True, True)]
+    assert L.plan_legs([30, 10], 0) == [(10, True, True), (30, True, False)]
+    assert L.plan_legs([], 10) == []
+
+
+def test_a_face_that_does_not_respond_gets_no_step():
+    rng = np.random.default_rng(5)
+    jac = rng.standard_normal((2, L.N_READINGS, *SHAPE))
+    jac[0, 0] = 0                                   # yaw does not respond at all
+    jac[1, 0] = 2 * jac[1, 3] - jac[1, 5]           # yaw moves only with the colours
+    assert np.array_equal(L.conditional_steps(jac, ortho=True), np.zeros((2, *SHAPE)))

@@ -66,23 +66,27 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     blocks = sample_slopes.reshape(len(sample_slopes), 3, 4, 4, 4, 4)
     assert np.allclose(blocks, blocks[:, :, :, :1, :, :1], atol=1e-6)
 
-    methods = ("no_move", "samples-norm", "samples-ortho-norm-cal")
+    methods = ("no_move", "samples-norm", "samples-ortho-norm-cal", "local-ortho-norm-cal")
     config = RenderConfig(root=root, deltas=DELTAS, split="all", limit=12, methods=methods, steps=2,
-                          calibration_rounds=2)
+                          calibration_rounds=2, local_segment=10, local_lowpass=4)
     summary = run_render(config)
     assert summary["renders"] == 12 * len(DELTAS) * len(methods)
+    # local: 2 legs a side (10, 20), a Jacobian (14 readings x 3) and 2 decodes each, one G(z).
     assert summary["decodes_per_render"] == calls_per_render(config) == {
-        "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3)}
+        "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3),
+        "local-ortho-norm-cal": round((4 * 3 * 14 + 4 * 2 + 1) / 3, 3)}
     rotated = read_rotated(storage.join(root, "rotated"))
     keys = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
                     rotated.column("method").to_pylist()))
     assert len(keys) == len(set(keys))
-    cal = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "samples-ortho-norm-cal")
-    delta = cal.column("delta").to_numpy()
-    read = cal.column("labeller_yaw_change").to_numpy(zero_copy_only=False)
-    scale = cal.column("step_scale").to_numpy(zero_copy_only=False)
-    assert np.all(np.isfinite(read[delta != 0])) and np.all(read[delta == 0] == 0)
-    assert np.all((scale >= 0) & (scale <= 4))
+    for method in ("samples-ortho-norm-cal", "local-ortho-norm-cal"):
+        cal = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == method)
+        delta = cal.column("delta").to_numpy()
+        read = cal.column("labeller_yaw_change").to_numpy(zero_copy_only=False)
+        scale = cal.column("step_scale").to_numpy(zero_copy_only=False)
+        assert np.all(np.isfinite(read[delta != 0])) and np.all(read[delta == 0] == 0)
+        assert np.all((scale >= 0) & (scale <= 4))
+        assert set(cal.column("trajectory_key").to_pylist()) <= {"local"} or method != "local-ortho-norm-cal"
     plain = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "no_move")
     assert np.all(np.isnan(plain.column("labeller_yaw_change").to_numpy(zero_copy_only=False)))
     assert run_render(config).get("skipped")

@@ -255,9 +255,7 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
     `calibration_rounds` times and shares one G(z). A local method computes one Jacobian per
     leg (K readings, each a forward and a backward pass, counted as 3 decodes: the usual
     backward = 2 x forward estimate) and decodes each leg `rounds` times."""
-    from math import ceil
-
-    from headrot.local_directions import N_READINGS
+    from headrot.local_directions import N_READINGS, plan_legs
 
     n_d = len(config.deltas)
     out = {}
@@ -267,13 +265,9 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
         if v is not None and v.source == LOCAL:
             legs = jacobians = 0
             for sign in (-1, 1):
-                far = max((abs(d) for d in config.deltas if d * sign > 0), default=0)
-                near = [abs(d) for d in config.deltas if d * sign > 0]
-                if not far:
-                    continue
-                side_legs = max(len(near), ceil(far / config.local_segment)) if config.local_segment else len(near)
-                legs += side_legs
-                jacobians += side_legs if config.local_segment else 1
+                plan = plan_legs([d for d in config.deltas if d * sign > 0], config.local_segment)
+                legs += len(plan)
+                jacobians += sum(1 for _, _, fresh in plan if fresh)
             # A Jacobian through fewer DDIM steps costs that much less.
             share = (config.local_jacobian_steps or config.steps) / config.steps
             out[m] = round((jacobians * 3 * N_READINGS * share + legs * rounds + 1) / n_d, 3)
