@@ -207,7 +207,7 @@ class EmbedShards:
         from headrot.model.embedding import embed, psnr
 
         self.calls += 1
-        sharding.fault_point(self.calls)  # tests only (HEADROT_FAULT); a no-op otherwise
+        sharding.fault_point(self.calls, STAGE)  # tests only (HEADROT_FAULT); a no-op otherwise
         if self.config.fail_after_shards is not None and self.calls > self.config.fail_after_shards:
             raise RuntimeError(f"embed: simulated failure after {self.config.fail_after_shards} shards")
         n = int(batch["n"][0])

@@ -300,10 +300,13 @@ class RenderShards:
         self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
         self.steps = config.steps
         self.actor = sharding.actor_name()
+        self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        self.calls += 1
+        sharding.fault_point(self.calls, STAGE)  # tests only (HEADROT_FAULT); a no-op otherwise
         with torch.inference_mode():
             return self._render(str(batch["latents_uri"][0]), int(batch["take"][0]), batch["shard"])
 
