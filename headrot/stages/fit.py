@@ -230,9 +230,8 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     root = config.root
     latents_dir = storage.join(root, LATENTS)
     out_dir = storage.join(root, TRAJECTORIES)
-    if storage.completion(latents_dir) is None:
-        raise ValueError(f"{runs.redact_uri(latents_dir)} is not complete (no _SUCCESS): run `headrot embed` first")
-    files = storage.list_files(latents_dir, ".parquet")
+    # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
+    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
     if not files:
         raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
     sample_files, samples_done = _sample_files(config)
