@@ -4,7 +4,8 @@ Each stage records in its _SUCCESS the rows (and files) it made, from its own ac
 its planned shards. fit and render reading latents/, and evaluate reading rotated/, take their
 files from runs.stage_files, which compares what the folder shows with that record. The fault
 here is the one of issue 13: a listing that misses a file (planted: the listing drops the last
-shard), on a run root on the suite's SeaweedFS server.
+shard), on a run root on the suite's SeaweedFS server. On the writer's side, embed's own
+_SUCCESS counts its planned shards by name, whatever a listing shows.
 """
 from __future__ import annotations
 
@@ -145,3 +146,26 @@ def test_stage_refuses_a_listing_that_hides_a_shard(embedded, reader, monkeypatc
     elif reader == "render":                   # one delta, one method: one render per latent
         assert run(embedded)["renders"] == recorded["written"]
     # (evaluate's own complete run is in test_resume_s3: it costs a pose estimator)
+
+
+# ---------------------------------------------------------------------------
+# The writer's side: embed's _SUCCESS comes from its plan, not from a listing
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_embed_counts_its_planned_shards_not_what_a_listing_shows(ray_cluster, generator_ckpt, tmp_path,
+                                                                  monkeypatch):
+    """Issue 13 failed here: the totals came from a listing that missed the shards just written
+    ("rows in 40 != written 24"). Now every planned shard is read back by name: a listing that
+    shows none of them changes nothing."""
+    data, out = str(tmp_path / "celeba"), str(tmp_path / "run")
+    write_synthetic_celeba(data, 8, seed=7, images_per_identity=4)
+    latents = storage.join(out, "latents")
+    real = storage.list_files
+    monkeypatch.setattr(storage, "list_files",
+                        lambda uri, suffix="": [] if uri.rstrip("/") == latents else real(uri, suffix))
+    summary = run_embed(EmbedConfig(data=data, out=out, generator=generator_ckpt, shard_size=SHARD,
+                                    batch_size=SHARD, steps=2))
+    assert summary["written"] == 8 and summary["rejected"] == 0 and summary["shards"] == 2
+    assert storage.completion(latents)["written"] == 8
