@@ -1,11 +1,11 @@
 """A reader of a stage's output computes on exactly the rows the stage made, or refuses.
 
 Each stage records in its _SUCCESS the rows (and files) it made, from its own accounting over
-its planned shards. fit and render reading latents/, and evaluate reading rotated/, take their
-files from runs.stage_files, which compares what the folder shows with that record. The fault
-here is the one of issue 13: a listing that misses a file (planted: the listing drops the last
-shard), on a run root on the suite's SeaweedFS server. On the writer's side, embed's own
-_SUCCESS counts its planned shards by name, whatever a listing shows.
+its planned shards. fit and render reading latents/, fit reading samples/ and evaluate reading
+rotated/ take their files from runs.stage_files, which compares what the folder shows with that
+record. The fault here is the one of issue 13: a listing that misses a file (planted: the
+listing drops the last shard), on a run root on the suite's SeaweedFS server. On the writer's
+side, embed's own _SUCCESS counts its planned shards by name, whatever a listing shows.
 """
 from __future__ import annotations
 
@@ -146,6 +146,27 @@ def test_stage_refuses_a_listing_that_hides_a_shard(embedded, reader, monkeypatc
     elif reader == "render":                   # one delta, one method: one render per latent
         assert run(embedded)["renders"] == recorded["written"]
     # (evaluate's own complete run is in test_resume_s3: it costs a pose estimator)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_fit_refuses_a_listing_that_hides_a_samples_shard(ray_cluster, tmp_path, monkeypatch):
+    """fit's second input, the samples stage's output, goes through the same check."""
+    from headrot.stages.samples import SamplesConfig, run_samples
+    from tests.test_render_stage import make_run
+
+    root = str(tmp_path / "run")
+    make_run(root)                             # planted latents, a fit, a tiny generator
+    run_samples(SamplesConfig(root=root, n=24, shard_size=10, steps=2, labeller_identities=8,
+                              labeller_epochs=1))
+    # A fit with samples is a new fit config: its folder is cleared first (as a user would).
+    storage.filesystem(root)[0].rm(storage.join(root, "trajectories"), recursive=True)
+    samples_dir = storage.join(root, "samples")
+    hide_last_file(monkeypatch, samples_dir)   # part-00002: the last 4 samples
+    with pytest.raises(runs.StageMismatch) as info:
+        run_fit(FitConfig(root=root, attributes=("Male",), sources=("embeddings", "samples")))
+    assert str(info.value).startswith(f"fit: {samples_dir} holds 20 rows in 2 files as listed now")
+    assert "records 24 rows ('rows') in 3 files" in str(info.value)
 
 
 # ---------------------------------------------------------------------------

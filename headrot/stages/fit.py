@@ -201,7 +201,8 @@ def _sample_files(config: FitConfig) -> tuple[list[str], dict[str, Any] | None]:
     if done is None:
         raise ValueError(f"{runs.redact_uri(samples_dir)} is not complete (no _SUCCESS): run `headrot samples` "
                          "first (or drop 'samples' from fit.sources)")
-    return storage.list_files(samples_dir, ".parquet"), done
+    # Every samples file the samples stage made, checked against its _SUCCESS (runs.stage_files).
+    return runs.stage_files(samples_dir, STAGE, "samples", rows_key="rows"), done
 
 
 def _reduce_all(refs) -> Any:
