@@ -251,7 +251,7 @@ def make_latents(root: str, n: int, size: int, n_files: int, seed: int = 0, dtyp
         tables.write_parquet(uri, pa.table(columns))
         uris.append(uri)
         start += m
-    storage.mark_complete(storage.join(root, "latents"), {"written": n})
+    storage.mark_complete(storage.join(root, "latents"), {"written": n, "shards": len(uris)})
     return uris
 
 

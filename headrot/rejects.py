@@ -76,10 +76,14 @@ def write_rejected(root: str, stage: str, shard: int | str, table_or_rows) -> st
 
 def read_rejected(root: str) -> pa.Table:
     """All rejection rows under `<root>/rejected/`, in file-name order (empty if none)."""
-    tables = []
-    for uri in storage.list_files(storage.join(root, REJECTED_DIR), ".parquet"):
-        tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))).select(REJECTED_SCHEMA.names)
-                      .cast(REJECTED_SCHEMA))
+    return read_rejected_files(storage.list_files(storage.join(root, REJECTED_DIR), ".parquet"))
+
+
+def read_rejected_files(uris: Iterable[str]) -> pa.Table:
+    """The rejection rows of the named files, in the order given (empty if none); a missing
+    file raises FileNotFoundError (a stage reads its own files by name: see embed._account)."""
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(uri))).select(REJECTED_SCHEMA.names)
+              .cast(REJECTED_SCHEMA) for uri in uris]
     if not tables:
         return REJECTED_SCHEMA.empty_table()
     return pa.concat_tables(tables)

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from headrot import storage
+from headrot import storage, tables
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,41 @@ def completed(stage: str, out_dir: str, digest: str, count_key: str, noun: str) 
         return None
     log.info("%s: %s is complete (%d %s); nothing to do", stage, redact_uri(out_dir), done.get(count_key, 0), noun)
     return {**done, "skipped": True}
+
+
+# ---------------------------------------------------------------------------
+# Reading a complete stage: the rows a reader sees are the rows the stage made
+
+
+class StageMismatch(RuntimeError):
+    """A complete stage's folder shows other rows than the stage recorded in its _SUCCESS."""
+
+
+def stage_files(stage_dir: str, reader: str, producer: str, rows_key: str) -> list[str]:
+    """The data files of a complete stage, once the rows in them match its _SUCCESS.
+
+    The stage recorded, from its own accounting, how many rows (summary[rows_key]) in how many
+    files (summary["shards"]) it made. A reader computing on whatever a listing shows would
+    silently use fewer rows (a listing that lags or misses a file: issue 13) or more (a file
+    added after the stage completed). Every reader of a stage's output goes through here and
+    reads exactly the files returned; `reader` and `producer` are the stages' names, for the
+    messages. Rows are counted from the files' footers, before any work."""
+    where = redact_uri(stage_dir)
+    summary = storage.completion(stage_dir)
+    if summary is None:
+        raise ValueError(f"{where} is not complete (no _SUCCESS): run `headrot {producer}` first")
+    files = storage.list_files(stage_dir, ".parquet")
+    rows = sum(tables.count_rows(f) for f in files)
+    want_rows, want_files = summary.get(rows_key), summary.get("shards", len(files))
+    if rows != want_rows or len(files) != want_files:
+        raise StageMismatch(
+            f"{reader}: {where} holds {rows} rows in {len(files)} files as listed now, but its "
+            f"_SUCCESS records {want_rows} rows ('{rows_key}') in {want_files} files ('shards'); "
+            f"{reader} will not compute on other rows than `headrot {producer}` made. Rerun the same "
+            "command: on an object store whose listing lagged, it will have caught up. If the "
+            f"counts still differ, {where} was changed after it was completed: delete it and the "
+            f"outputs of the stages after it, and rerun `headrot {producer}`.")
+    return files
 
 
 def _redact(obj: Any) -> Any:

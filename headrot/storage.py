@@ -43,6 +43,9 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     if uri.startswith("s3://") or uri.startswith("s3a://"):
         fs = fsspec.filesystem("s3", **_s3_options())
         return fs, fs._strip_protocol(uri)
+    if is_remote(uri):
+        # Other object stores (gs://, az://...): the same rule as s3, see _NO_LISTINGS_CACHE.
+        return fsspec.core.url_to_fs(uri, **_NO_LISTINGS_CACHE)
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
 
@@ -55,10 +58,22 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+# Listings are never cached: every listing and existence check asks the store what is there
+# now. A run root is written by many processes (Ray's write tasks, a rerun, another headrot
+# process), and fsspec's listings cache is per process: invalidating a path after our own
+# writes cannot see theirs. With the cache on, a resumed stage's totals came from the listing
+# taken before its work (issue 13: "rows in 1200 != written 1024"), and s3fs answers `info`
+# and `exists` from a cached parent listing too, so even a file read by name was "missing".
+# The cost is one LIST or HEAD per call, small beside the data a stage moves. fsspec caches
+# filesystem instances per option set, so the option is part of every set headrot builds
+# (arrow_filesystem wraps these same instances for pyarrow and Ray Data).
+_NO_LISTINGS_CACHE: dict[str, Any] = {"use_listings_cache": False}
+
+
 def _s3_options() -> dict[str, Any]:
     # Credentials: never passed here. botocore finds them in the environment,
     # the shared config files or the instance / pod role, in its usual order.
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(_NO_LISTINGS_CACHE)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint

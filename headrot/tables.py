@@ -46,12 +46,26 @@ def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns, filesystem=fs)
 
 
+def count_rows(uri: str) -> int:
+    """Rows of one Parquet file, from its footer (no data is read)."""
+    fs, path = storage.arrow_filesystem(uri)
+    return pq.read_metadata(path, filesystem=fs).num_rows
+
+
+def read_parquet_files(uris: list[str], columns: list[str] | None = None) -> pa.Table:
+    """The named Parquet files as one table, in the order given."""
+    if not uris:
+        raise ValueError("no Parquet files to read")
+    return pa.concat_tables([read_parquet(f, columns) for f in uris], promote_options="default")
+
+
 def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """All data files of a stage folder as one table (for small tables: labels, summaries)."""
+    """All data files of a folder as one table, as listed now. A stage's output is read through
+    runs.stage_files instead, which checks the files against the stage's _SUCCESS."""
     files = storage.list_files(uri, ".parquet")
     if not files:
         raise ValueError(f"{uri}: no Parquet files found")
-    return pa.concat_tables([read_parquet(f, columns) for f in files], promote_options="default")
+    return read_parquet_files(files, columns)
 
 
 def tensor_column(array: np.ndarray) -> pa.ExtensionArray:

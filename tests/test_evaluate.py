@@ -50,7 +50,8 @@ def _write_rotated(root, rows) -> None:
     })
     out = storage.join(root, "rotated")
     tables.write_parquet(storage.join(out, "part-00000.parquet"), table)
-    storage.mark_complete(out, {"fingerprint": "test"})
+    # What the render stage records: readers check the rows they see against it (runs.stage_files).
+    storage.mark_complete(out, {"fingerprint": "test", "renders": table.num_rows, "shards": 1})
 
 
 @pytest.fixture(scope="module")

@@ -53,3 +53,16 @@ def test_float_tensors_are_written_byte_stream_split_and_read_back_exactly(tmp_p
     assert "BYTE_STREAM_SPLIT" in encodings["half.list.element"]
     assert "BYTE_STREAM_SPLIT" not in encodings["counts.list.element"]     # integers keep the defaults
     assert "RLE_DICTIONARY" in encodings["image_id"]
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/run", "s3a://bucket/run", "memory://bucket/run"])
+def test_remote_filesystems_never_cache_listings(uri):
+    """Every remote filesystem headrot builds, the pyarrow wrapper Ray Data reads through
+    included, has the listings cache off (fsspec caches instances per option set, so one
+    built without the option would be a second, caching instance: issue 13)."""
+    fs, _ = storage.filesystem(uri)
+    assert fs.dircache.use_listings_cache is False
+    wrapped, _ = storage.arrow_filesystem(uri)
+    assert wrapped.handler.fs is fs
+    fs.dircache["bucket/run"] = [{"name": "bucket/run/stale", "type": "file", "size": 1}]
+    assert "bucket/run" not in fs.dircache              # nothing is ever kept

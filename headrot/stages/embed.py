@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from headrot import rejects, runs, storage, tables
 from headrot.config import to_mapping
@@ -207,7 +206,7 @@ class EmbedShards:
         from headrot.model.embedding import embed, psnr
 
         self.calls += 1
-        sharding.fault_point(self.calls)  # tests only (HEADROT_FAULT); a no-op otherwise
+        sharding.fault_point(self.calls, STAGE)  # tests only (HEADROT_FAULT); a no-op otherwise
         if self.config.fail_after_shards is not None and self.calls > self.config.fail_after_shards:
             raise RuntimeError(f"embed: simulated failure after {self.config.fail_after_shards} shards")
         n = int(batch["n"][0])
@@ -265,10 +264,12 @@ def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) ->
     out = out.append_column("latent", tables.tensor_column(latents.astype(latent_dtype)))
     out = out.append_column("recon_error", pa.array(np.frombuffer(row["recon_error"], np.float32), pa.float32()))
     out = out.append_column("recon_psnr", pa.array(np.frombuffer(row["recon_psnr"], np.float32), pa.float32()))
-    tables.write_parquet(storage.join(root, LATENTS, f"{row['shard']}.parquet"), out)
     bad = [(rows.column("image_id")[i].as_py(), reasons[i]) for i in np.flatnonzero(~good)]
     rejects.write_rejected(root, STAGE, row["shard"],
                            {"image_id": [b[0] for b in bad], "reason": [b[1] for b in bad]})
+    # The latents file last: a shard whose file exists is done (sharding.pending), so its
+    # rejections must already be there when a kill lands between the two writes.
+    tables.write_parquet(storage.join(root, LATENTS, f"{row['shard']}.parquet"), out)
     # Mean-face sums per (light, yaw bin), for the paper's figure.
     lights = kept.column("light").to_pylist() if kept.num_rows else []
     bins = np.digitize(yaw, MEAN_FACE_EDGES[1:-1])
@@ -386,16 +387,35 @@ def _join_labels(rows: pa.Table, labels: pa.Table) -> pa.Table:
     return rows.append_column("light_source", pa.array(take("light_source", "none"), pa.string()))
 
 
+def _account(root: str, shard_names: list[str]) -> tuple[int, pa.Table]:
+    """(rows written, rejection rows) over every shard the stage planned, whoever wrote it (this
+    run or an interrupted one): the stage's own accounting. Each file is read back by its name,
+    not found by listing the folder, so what decides _SUCCESS is the plan, not what a listing
+    shows (issue 13); a planned shard whose file is missing is an error naming it."""
+    written = sum(_planned(storage.join(root, LATENTS, f"{name}.parquet"), tables.count_rows)
+                  for name in shard_names)
+    # Index-level rejections (written once, before the shards), then each shard's.
+    names = [rejects.rejected_uri(root, "read", "index")] + \
+        [rejects.rejected_uri(root, STAGE, name) for name in shard_names]
+    rejected = [_planned(uri, lambda u: rejects.read_rejected_files([u])) for uri in names]
+    return written, pa.concat_tables(rejected)
+
+
+def _planned(uri: str, read):
+    """read(uri) of a file the stage planned; a missing one is an error naming it."""
+    try:
+        return read(uri)
+    except FileNotFoundError:
+        raise RuntimeError(f"embed: {runs.redact_uri(uri)} is missing after the work: not marking the "
+                           "stage complete. Rerun the same command; it redoes only missing shards "
+                           "(if this file stays missing, delete its shard's latents file first)") from None
+
+
 def _finish(config, root, digest, rows, index, shards, summaries, size, started) -> dict[str, Any]:
     from headrot.report.mean_faces import mean_face_grid
 
     latents_dir = storage.join(root, LATENTS)
-    # Totals over every shard file (including those written by an earlier, interrupted run).
-    written = 0
-    for uri in storage.list_files(latents_dir, ".parquet"):
-        written += tables.read_parquet(uri, columns=["image_id"]).num_rows
-    rejected = rejects.read_rejected(root)
-    rejected = rejected.filter(pc.is_in(rejected.column("stage"), pa.array(["read", STAGE])))
+    written, rejected = _account(root, [name for name, _, _ in shards])
     by_reason = rejects.count_by_reason(rejected)
     elapsed = time.time() - started
     n_new = sum(int(s["rows"]) for s in summaries)

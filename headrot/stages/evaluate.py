@@ -99,11 +99,11 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def read_renders(rotated_dir: str) -> tuple[pa.Table, np.ndarray]:
     """The rotated table (without image bytes) and its images uint8 [N,S,S,3]."""
-    if storage.completion(rotated_dir) is None:
-        raise ValueError(f"{runs.redact_uri(rotated_dir)} is not complete: run `headrot render` first")
+    # Every rotated file the render stage made, checked against its _SUCCESS (runs.stage_files).
+    files = runs.stage_files(rotated_dir, STAGE, "render", rows_key="renders")
     cols = ["source_id", "delta", "target_yaw", "method", "identity", "yaw", "light", "image"]
-    table = tables.read_parquet_dir(rotated_dir, columns=cols)
-    if table.num_rows == 0:
+    table = tables.read_parquet_files(files, columns=cols) if files else None
+    if table is None or table.num_rows == 0:
         raise ValueError(f"{runs.redact_uri(rotated_dir)} holds no renders")
     data = table.column("image").combine_chunks().field("bytes").to_pylist()
     images = np.stack([decode_png(b) for b in data])
@@ -478,13 +478,18 @@ def embedding_quality(m, sid, images, sources) -> dict[str, Any]:
 
 
 def _latents_psnr(root: str) -> float | None:
-    try:
-        t = tables.read_parquet_dir(storage.join(root, "latents"), columns=["recon_psnr"])
-        v = t.column("recon_psnr").to_numpy(zero_copy_only=False).astype(np.float64)
-        v = v[np.isfinite(v)]
-        return round(float(v.mean()), 3) if len(v) else None
-    except Exception:  # latents absent or of another layout: the report goes on without it
+    latents_dir = storage.join(root, "latents")
+    if storage.completion(latents_dir) is None:  # no embed stage in this root: the report goes on
         return None
+    # A mean over fewer rows than the embed stage made would be silently wrong: checked like any read.
+    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
+    try:
+        t = tables.read_parquet_files(files, columns=["recon_psnr"])
+    except (ValueError, KeyError, pa.ArrowInvalid):  # no files, or latents of another layout
+        return None
+    v = t.column("recon_psnr").to_numpy(zero_copy_only=False).astype(np.float64)
+    v = v[np.isfinite(v)]
+    return round(float(v.mean()), 3) if len(v) else None
 
 
 # ---------------------------------------------------------------------------

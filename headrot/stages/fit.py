@@ -201,7 +201,8 @@ def _sample_files(config: FitConfig) -> tuple[list[str], dict[str, Any] | None]:
     if done is None:
         raise ValueError(f"{runs.redact_uri(samples_dir)} is not complete (no _SUCCESS): run `headrot samples` "
                          "first (or drop 'samples' from fit.sources)")
-    return storage.list_files(samples_dir, ".parquet"), done
+    # Every samples file the samples stage made, checked against its _SUCCESS (runs.stage_files).
+    return runs.stage_files(samples_dir, STAGE, "samples", rows_key="rows"), done
 
 
 def _reduce_all(refs) -> Any:
@@ -230,9 +231,8 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
     root = config.root
     latents_dir = storage.join(root, LATENTS)
     out_dir = storage.join(root, TRAJECTORIES)
-    if storage.completion(latents_dir) is None:
-        raise ValueError(f"{runs.redact_uri(latents_dir)} is not complete (no _SUCCESS): run `headrot embed` first")
-    files = storage.list_files(latents_dir, ".parquet")
+    # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
+    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
     if not files:
         raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
     sample_files, samples_done = _sample_files(config)

@@ -326,10 +326,13 @@ class RenderShards:
         self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
         self.steps = config.steps
         self.actor = sharding.actor_name()
+        self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        self.calls += 1
+        sharding.fault_point(self.calls, STAGE)  # tests only (HEADROT_FAULT); a no-op otherwise
         with torch.inference_mode():
             return self._render(str(batch["latents_uri"][0]), int(batch["take"][0]), batch["shard"])
 
@@ -599,15 +602,14 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     root, out_dir = config.root, config.out_dir()
     latents_dir = storage.join(root, LATENTS)
     traj_dir = storage.join(root, TRAJECTORIES)
-    if storage.completion(latents_dir) is None:
-        raise ValueError(f"{runs.redact_uri(latents_dir)} is not complete: run `headrot embed` first")
+    # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
+    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
     fit_summary = storage.completion(traj_dir)
     if fit_summary is None:
         raise ValueError(f"{runs.redact_uri(traj_dir)} is not complete: run `headrot fit` first")
     if not storage.exists(config.generator_uri()):
         raise ValueError(f"generator checkpoint {runs.redact_uri(config.generator_uri())} not found: "
                          "train one with `headrot train generator` or pass --generator")
-    files = storage.list_files(latents_dir, ".parquet")
     digest = _fingerprint(config, files)
     stage_key = STAGE if config.out is None else f"{STAGE}@{runs.redact_uri(config.out)}"
     runs.claim_stage(root, stage_key, digest, to_mapping(config), out_dir)
@@ -639,10 +641,8 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     render_s = time.time() - started
 
     sheets = write_contact_sheets(config, items)
-    renders = 0
-    for item in items:
-        renders += tables.read_parquet(storage.join(out_dir, f"{item['shard']}.parquet"),
-                                       columns=["delta"]).num_rows
+    # The stage's own accounting: every planned shard's file, by name (never a listing).
+    renders = sum(tables.count_rows(storage.join(out_dir, f"{item['shard']}.parquet")) for item in items)
     n_new = sum(int(s["renders"]) for s in summaries)
     summary = {
         "fingerprint": digest,

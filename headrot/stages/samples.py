@@ -217,11 +217,13 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))
-    rows = sum(tables.read_parquet(uri, columns=["sample_id"]).num_rows
-               for uri in storage.list_files(out_dir, ".parquet"))
+    # The stage's own accounting: every planned shard's file, by name (a listing may miss the
+    # files Ray's write tasks have just written: issue 13); a missing one fails the read.
+    files = [storage.join(out_dir, f"{name}.parquet") for name, _, _ in shards]
+    rows = sum(tables.count_rows(uri) for uri in files)
     if rows != config.n:
         raise RuntimeError(f"samples: {rows} rows written, {config.n} wanted; not marking the stage complete")
-    yaw = tables.read_parquet_dir(out_dir, columns=["yaw", "light"])
+    yaw = tables.read_parquet_files(files, columns=["yaw", "light"])
     lights = yaw.column("light").to_pylist()
     elapsed = time.time() - started
     summary = {

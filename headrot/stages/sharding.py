@@ -141,17 +141,19 @@ class Progress:
         return self.rows_done / max(time.time() - self.started, 1e-9)
 
 
-def fault_point(calls: int) -> None:
+def fault_point(calls: int, stage: str) -> None:
     """Fault injection for the reliability tests (tests/test_reliability.py); a no-op unless
-    HEADROT_FAULT="kill|hang:N:/path/marker" is in a model actor's environment. On its N-th
+    HEADROT_FAULT="kill|hang[@stage]:N:/path/marker" is in a model actor's environment. On its N-th
     shard the actor creates the marker (O_EXCL, so only once per marker: a restarted actor
     goes on) and then SIGKILLs itself (a worker fault) or hangs (holds the job mid-stage so
-    the test can kill the driver)."""
+    the test can kill the driver). With "@stage" only that stage's actors fault (a whole
+    `headrot run` passes through embed's actors before render's)."""
     spec = os.environ.get("HEADROT_FAULT")
     if not spec:
         return
     action, n, marker = spec.split(":", 2)
-    if calls != int(n):
+    action, _, only = action.partition("@")
+    if calls != int(n) or (only and only != stage):
         return
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
