@@ -163,3 +163,32 @@ def test_real_data_without_truth(synthetic_run):
     page = (root2 / "report" / "report.html").read_text()
     assert "mediapipe" in page
     assert (root2 / "report" / "cases_no_move.png").exists()  # reconstructions: source | G(z)
+
+
+def test_achieved_yaw_of_the_oracle_follows_the_delta(synthetic_run):
+    """The judge reads the oracle's renders turned by the delta (from its delta-0 render), evenly."""
+    report = synthetic_run["report"]
+    mae = report["pose_estimator"]["mae_deg_heldout"]
+    for d, v in report["methods"]["oracle"].items():
+        assert abs(v["achieved_yaw_deg_median"] - int(d)) <= mae + 4.0, (d, v)
+    assert all(v["achieved_yaw_deg_median"] == 0 and v["achieved_yaw_deg_iqr"] == 0
+               for v in report["methods"]["no_move"].values())
+
+
+def test_the_method_must_not_be_graded_by_its_own_estimator(synthetic_run, tmp_path):
+    """A run whose samples stage labelled with the judge's seed, or with its architecture, is refused."""
+    from headrot.labels.pose import check_independent
+
+    judge = PoseConfig(size=S, seed=1_000_003)
+    check_independent(judge, None)                                               # no labeller: fine
+    check_independent(judge, {"seed": 2_000_003, "arch": "maxpool4"})            # independent: fine
+    for shared in ({"seed": 1_000_003, "arch": "maxpool4"}, {"seed": 5, "arch": "avgpool3"}):
+        with pytest.raises(ValueError, match="own estimator"):
+            check_independent(judge, shared)
+    root = tmp_path / "run"
+    shutil.copytree(synthetic_run["base"] / "run", root)
+    shutil.rmtree(root / "report")
+    seed = synthetic_run["report"]["pose_estimator"]["seed"]
+    storage.mark_complete(str(root / "samples"), {"rows": 0, "labeller": {"seed": seed, "arch": "maxpool4"}})
+    with pytest.raises(ValueError, match="own estimator"):
+        run_evaluate(EvaluateConfig(root=str(root), **POSE))
