@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from headrot import local_directions as L
 from headrot import storage, tables
 from headrot.stages.fit import FitConfig, run_fit
 from headrot.stages.render import RenderConfig, calls_per_render, parse_variant, run_render
@@ -71,10 +72,10 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
                           calibration_rounds=2, local_segment=10, local_lowpass=4)
     summary = run_render(config)
     assert summary["renders"] == 12 * len(DELTAS) * len(methods)
-    # local: 2 legs a side (10, 20), a Jacobian (14 readings x 3) and 2 decodes each, one G(z).
+    # local: 2 legs a side (10, 20), a Jacobian and 2 decodes each, one G(z).
     assert summary["decodes_per_render"] == calls_per_render(config) == {
         "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3),
-        "local-ortho-norm-cal": round((4 * 3 * 14 + 4 * 2 + 1) / 3, 3)}
+        "local-ortho-norm-cal": round((4 * L.JACOBIAN_DECODES + 4 * 2 + 1) / 3, 3)}
     rotated = read_rotated(storage.join(root, "rotated"))
     keys = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
                     rotated.column("method").to_pylist()))

@@ -252,10 +252,9 @@ def labeller_key(root: str) -> dict | None:
 def calls_per_render(config: RenderConfig) -> dict[str, float]:
     """Generator decodes per output render, per method (1 for a plain move): the cost of
     calibration and of local steps. A -cal method decodes every nonzero delta
-    `calibration_rounds` times and shares one G(z). A local method computes one Jacobian per
-    leg (K readings, each a forward and a backward pass, counted as 3 decodes: the usual
-    backward = 2 x forward estimate) and decodes each leg `rounds` times."""
-    from headrot.local_directions import N_READINGS, plan_legs
+    `calibration_rounds` times and shares one G(z). A local method computes a Jacobian where its
+    legs say so (local_directions.JACOBIAN_DECODES each) and decodes each leg `rounds` times."""
+    from headrot.local_directions import JACOBIAN_DECODES, plan_legs
 
     n_d = len(config.deltas)
     out = {}
@@ -270,7 +269,7 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
                 jacobians += sum(1 for _, _, fresh in plan if fresh)
             # A Jacobian through fewer DDIM steps costs that much less.
             share = (config.local_jacobian_steps or config.steps) / config.steps
-            out[m] = round((jacobians * 3 * N_READINGS * share + legs * rounds + 1) / n_d, 3)
+            out[m] = round((jacobians * JACOBIAN_DECODES * share + legs * rounds + 1) / n_d, 3)
         elif v is not None and v.cal:
             nonzero = sum(1 for d in config.deltas if d != 0)
             out[m] = round((nonzero * rounds + 1) / n_d, 3)
