@@ -140,22 +140,29 @@ def plan_legs(targets: list[float], segment: float) -> list[tuple[float, bool, b
     return legs
 
 
-def follow(z: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], np.ndarray],
+def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], np.ndarray],
            decode_read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], segment: float,
-           rounds: int, norm: bool) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+           rounds: int, norm: bool, valid_of: Callable[[np.ndarray], np.ndarray] | None = None,
+           ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
     legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
     so, its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
     `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
 
+    `valid_of(images) -> bool [N]` guards against renders that break: an invalid one is never
+    kept; a face with no valid render on a leg stays where the previous leg left it (its render
+    and reading too: it turns less, but stays itself). `base_images`: the unmoved renders G(z).
+
     Returns {target: (images, reading, multiplier)}."""
-    start, reached = z, np.zeros(len(z))
+    start, reached, images_at = z, np.zeros(len(z)), base_images
     out: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     step = None
+    rows = np.arange(len(z))
     for target, wanted, fresh in plan_legs(targets, segment):
         if fresh:
             step = step_at(start)
-        base, got = (start, reached) if segment > 0 else (z, np.zeros(len(z)))
+        chained = segment > 0
+        base, got = (start, reached) if chained else (z, np.zeros(len(z)))
         tried, images = [], []
 
         def achieved_at(k):
@@ -164,12 +171,18 @@ def follow(z: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], 
             tried.append(moved)
             ims, read = decode_read(moved)
             images.append(ims)
-            return read - got  # the leg's own turn: calibrate's secant runs through the leg's start
+            # The leg's own turn: calibrate's secant runs through the leg's start.
+            return (read - got, valid_of(ims)) if valid_of is not None else read - got
 
         cal = D.calibrate(achieved_at, float(target) - got, rounds)
-        rows = np.arange(len(z))
+        kept = cal.best_round >= 0
+        pick = np.maximum(cal.best_round, 0)
+        prev_images = images_at if chained else base_images
+        leg_images = np.where(kept[:, None, None, None], np.stack(images)[pick, rows], prev_images)
+        leg_latents = np.where(kept.reshape(-1, *([1] * (z.ndim - 1))), np.stack(tried)[pick, rows], base)
+        leg_reached = np.where(kept, cal.achieved + got, got)
         if wanted:
-            out[target] = (np.stack(images)[cal.best_round, rows], cal.achieved + got, cal.scale)
-        if segment > 0:
-            start, reached = np.stack(tried)[cal.best_round, rows], cal.achieved + got
+            out[target] = (leg_images, leg_reached, np.where(kept, cal.scale, 0.0))
+        if chained:
+            start, reached, images_at = leg_latents, leg_reached, leg_images
     return out

@@ -63,11 +63,12 @@ def test_follow_reaches_far_targets_in_legs_on_a_curved_response():
     def decode_read(z):
         return np.zeros((len(z), 2, 2, 3), np.uint8), yaw(z)
 
-    got = L.follow(z0, [-10.0, -20.0, -30.0], step_at, decode_read, segment=10, rounds=3, norm=False)
+    base = np.zeros((n, 2, 2, 3), np.uint8)
+    got = L.follow(z0, base, [-10.0, -20.0, -30.0], step_at, decode_read, segment=10, rounds=3, norm=False)
     assert sorted(got) == [-30.0, -20.0, -10.0] and len(calls) == 3
     for target, (_, read, _) in got.items():
         assert np.all(np.abs(read - target) < 1.0), (target, read)
-    one = L.follow(z0, [-30.0], step_at, decode_read, segment=0, rounds=1, norm=False)
+    one = L.follow(z0, base, [-30.0], step_at, decode_read, segment=0, rounds=1, norm=False)
     assert np.abs(one[-30.0][1] + 30).min() > 3                            # one leg, uncalibrated, falls short
 
 
@@ -82,7 +83,7 @@ def test_follow_keeps_the_norm_when_asked():
 
     step = np.zeros_like(z0)
     step[:, 0, 0, 0] = 0.1
-    L.follow(z0, [5.0], lambda z: step, decode_read, segment=0, rounds=2, norm=True)
+    L.follow(z0, np.zeros((2, 2, 2, 3), np.uint8), [5.0], lambda z: step, decode_read, segment=0, rounds=2, norm=True)
     for norms in seen:
         assert np.allclose(norms, np.linalg.norm(z0.reshape(2, -1), axis=1))
 
@@ -101,3 +102,39 @@ def test_a_face_that_does_not_respond_gets_no_step():
     jac[0, 0] = 0                                   # yaw does not respond at all
     jac[1, 0] = 2 * jac[1, 3] - jac[1, 5]           # yaw moves only with the colours
     assert np.array_equal(L.conditional_steps(jac, ortho=True), np.zeros((2, *SHAPE)))
+
+
+def test_a_face_whose_render_breaks_stops_where_it_was_still_itself():
+    """Face 1 'breaks' (invalid render) past a yaw change of 12 degrees: it keeps its 10-degree
+    render and reading for the 20 target; face 0 goes on to 20."""
+    z0 = np.zeros((2, *SHAPE))
+    step = np.zeros_like(z0)
+    step[:, 0, 0, 0] = 1.0
+
+    def decode_read(z):
+        yaw = z[:, 0, 0, 0].copy()
+        images = np.repeat(np.round(np.abs(yaw)).astype(np.uint8).reshape(-1, 1, 1, 1), 3, axis=3)
+        return np.broadcast_to(images, (len(z), 2, 2, 3)).copy(), yaw
+
+    def valid_of(images):
+        broken = images[:, 0, 0, 0] > 12
+        broken[0] = False
+        return ~broken
+
+    got = L.follow(z0, np.zeros((2, 2, 2, 3), np.uint8), [10.0, 20.0], lambda z: step, decode_read,
+                   segment=10, rounds=3, norm=False, valid_of=valid_of)
+    assert got[10.0][1] == pytest.approx([10, 10], abs=0.5)
+    assert got[20.0][1][0] == pytest.approx(20, abs=0.5)
+    assert 10 <= got[20.0][1][1] < 13 and got[20.0][0][1, 0, 0, 0] <= 12    # its last good render
+
+
+def test_calibration_never_keeps_an_invalid_render():
+    wanted = np.array([20.0, 20.0])
+
+    def achieved(k):
+        a = 10 * k
+        return a, np.array([True, False])            # row 1 breaks at every multiplier
+
+    cal = D.calibrate(achieved, wanted, rounds=3)
+    assert cal.best_round[0] >= 0 and cal.error[0] < 0.5
+    assert cal.best_round[1] == -1 and cal.scale[1] == 0 and cal.achieved[1] == 0 and cal.error[1] == 20

@@ -123,6 +123,8 @@ class RenderConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"           # auto: bf16 autocast on GPUs, fp32 on CPU
     compile: bool = False                                         # torch.compile the generator (CUDA graphs on GPU)
     calibration_rounds: int = 3                                   # -cal methods: decodes (labeller reads) per render
+    max_drift: float | None = 0.05                                # -cal and local: refuse renders whose colours drift
+                                                                  # more (directions.drift); None: no guard
     local_lowpass: int = 8                                        # local: blocks per side of the step's subspace
     local_segment: float = 10.0                                   # local: re-linearise every this many degrees (0: once)
     local_jacobian_steps: int | None = None                       # local: DDIM steps inside the Jacobian (None: steps)
@@ -136,6 +138,8 @@ class RenderConfig:
             raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
             raise ValueError("render: calibration_rounds must be >= 1")
+        if self.max_drift is not None and self.max_drift <= 0:
+            raise ValueError("render: max_drift must be > 0 (or null: no guard)")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
             raise ValueError(f"render: deltas {list(self.deltas)} must be distinct and non-empty")
         if any(abs(d) > 180 for d in self.deltas):
@@ -348,6 +352,16 @@ class RenderShards:
                 out[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
         return out
 
+    def drift_guard(self, base: np.ndarray, repeats: int = 1):
+        """images [repeats*N] -> valid [repeats*N]: colour drift from the unmoved renders `base`
+        [N] within max_drift (None when the guard is off)."""
+        if self.config.max_drift is None:
+            return None
+        from headrot.labels.nuisance import image_statistics
+
+        ref = np.concatenate([image_statistics(base)] * repeats)
+        return lambda images: D.drift(image_statistics(images), ref) <= self.config.max_drift
+
     def calibrated(self, z: np.ndarray, moves: list[np.ndarray], norm: bool,
                    base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, the renders of each source with its step scaled until the labeller reads
@@ -361,15 +375,20 @@ class RenderShards:
         wanted = np.repeat(np.asarray([self.deltas[d] for d in nonzero], np.float64), n)
         rounds: list[np.ndarray] = []
 
-        def achieved_at(scale: np.ndarray) -> np.ndarray:
+        valid_of = self.drift_guard(base, len(nonzero))
+
+        def achieved_at(scale: np.ndarray):
             rounds.append(self.decode(place(z_rep, m_rep, scale, norm)))
-            return self.labeller.predict(rounds[-1]) - np.tile(y0, len(nonzero))
+            reading = self.labeller.predict(rounds[-1]) - np.tile(y0, len(nonzero))
+            return reading if valid_of is None else (reading, valid_of(rounds[-1]))
 
         scales, read = np.ones((n_d, n)), np.zeros((n_d, n))
         images = [base] * n_d
         if nonzero:
             cal = D.calibrate(achieved_at, wanted, self.config.calibration_rounds)
-            chosen = np.stack(rounds)[cal.best_round, np.arange(len(wanted))]
+            kept = cal.best_round >= 0     # no render passed the guard: the unmoved one stays
+            chosen = np.stack(rounds)[np.maximum(cal.best_round, 0), np.arange(len(wanted))]
+            chosen = np.where(kept[:, None, None, None], chosen, np.concatenate([base] * len(nonzero)))
             for k, d in enumerate(nonzero):
                 rows = slice(k * n, (k + 1) * n)
                 images[d], scales[d], read[d] = chosen[rows], cal.scale[rows], cal.achieved[rows]
@@ -408,7 +427,8 @@ class RenderShards:
             wanted = [d for d in self.deltas if d * sign > 0]
             if not wanted:
                 continue
-            got = L.follow(z, wanted, step_at, decode_read, self.config.local_segment, rounds, variant.norm)
+            got = L.follow(z, base, wanted, step_at, decode_read, self.config.local_segment, rounds, variant.norm,
+                           self.drift_guard(base))
             for d, delta in enumerate(self.deltas):
                 if float(delta) in got:
                     images[d], reads[d], scales[d] = got[float(delta)]
