@@ -225,12 +225,37 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
                   "", "![samples](bench/results/demo_samples.png)", "",
                   "![originals above their inversion reconstructions](bench/results/demo_inversion.png)", "",
                   "`python -m bench.quality`.", ""]
+    lines += latent_section(r)
     lines += projection(r)
     lines += ["## Limits and next steps", ""] + (missed or ["- Every target was met in this run."]) + [""]
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def latent_section(r: dict) -> list[str]:
+    """The latent-quality yardstick (`python -m bench.latent`), one table per generator benchmarked:
+    every file bench/results/latent*.json (latent.json: the shipped demo model)."""
+    out: list[str] = []
+    for name in sorted(k for k in r if k.startswith("latent")):
+        x = r[name]
+        judge = x.get("judge") or {}
+        out += [f"## Latent quality: does the generator turn heads? ({x['generator']}, {x['sources']} sources)", "",
+                f"Judge: pose CNN seed {judge.get('seed')}, held-out MAE {judge.get('mae_deg_heldout')} deg; the "
+                f"method's labeller: seed {(x.get('labeller') or {}).get('seed')}. Slope: achieved (judged) yaw change "
+                "on the intended delta (target 1.0 +- 0.1); IQR at |delta| = 20: per-face spread (target <= 5); "
+                "PSNR gain: vs no_move at each |delta| >= 10, the worst (target > 0); identity top-1 (target >= 0.9).",
+                "",
+                _row(["method", "slope", "IQR at 20 (deg)", "pose error median (deg)", "worst PSNR gain (dB)",
+                      "identity top-1", "decodes / render"]), _row(["---"] * 7)]
+        costs = x.get("decodes_per_render") or {}
+        for method, v in x["methods"].items():
+            gains = list((v.get("psnr_gain_db_by_delta") or {}).values())
+            out.append(_row([method, _f(v["slope"]), _f(v["iqr_at_20_deg"]), _f(v["pose_error_deg_median"]),
+                             _f(min(gains)) if gains else "-", _f(v["identity_top1"]), _f(costs.get(method))]))
+        out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s).", ""]
+    return out
 
 
 def projection(r: dict) -> list[str]:

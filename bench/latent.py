@@ -10,7 +10,7 @@ gives, per method:
 
     slope        least squares (through 0) of the achieved yaw change on the intended delta,
                  both read by the evaluation's judge (target 1.0 +- 0.1)
-    iqr_at_20    the per-face spread (IQR) of the achieved change at |delta| = 20 (target <= 5)
+    iqr_at_20    the per-face spread (IQR) of the achieved change at -20 and at +20, averaged (target <= 5)
     pose_error   median |judged yaw - true target yaw| over deltas in [-30, 30] (target <= 5)
     psnr_gain    mean PSNR vs ground truth minus no_move's, at |delta| >= 10 (target > 0 at every
                  such delta: `beats_no_move`)
@@ -56,8 +56,10 @@ def yardstick(metrics, method: str) -> dict:
     d = mine.delta.values.astype(float)
     ok = np.isfinite(achieved) & (d != 0)
     slope = float((achieved[ok] * d[ok]).sum() / (d[ok] ** 2).sum()) if ok.any() else None
-    at20 = ok & (np.abs(d) == 20)
-    iqr20 = float(np.subtract(*np.percentile(achieved[at20], [75, 25]))) if at20.any() else None
+    # The spread over faces at each of -20 and +20 (not pooled: the two signs differ by 40), averaged.
+    spreads = [float(np.subtract(*np.percentile(achieved[ok & (d == x)], [75, 25])))
+               for x in (-20.0, 20.0) if (ok & (d == x)).any()]
+    iqr20 = float(np.mean(spreads)) if spreads else None
     far = [x for x in sorted(set(mine.delta)) if abs(x) >= 10]
     gains = {int(x): round(float(mine[mine.delta == x].psnr_db.mean() - base[base.delta == x].psnr_db.mean()), 3)
              for x in far if len(base)}

@@ -44,3 +44,28 @@ def test_fit_benchmark_against_pyarrow_read(ray_cluster, tmp_path):
     for key in ("ray_rows_per_s", "ray_mb_per_s", "read_mb_per_s", "plain_fit_mb_per_s", "ratio"):
         assert _positive(result[key]), (key, result[key])
     assert result["rows"] == 300 and result["files"] == 2
+
+
+def test_latent_yardstick_on_a_hand_built_metrics_table():
+    """bench.latent's figures from a per-render table whose answers are worked out by hand:
+    method 'half' turns every head by half the delta, 'spread' by the delta +- 4 (IQR 8 at 20)."""
+    import pandas as pd
+
+    from bench.latent import grid_methods, yardstick
+
+    rows = []
+    for src in range(4):
+        for d in (-20, -10, 0, 10, 20):
+            for method, achieved, psnr in (("half", d / 2, 15.0), ("spread", d + (4 if src % 2 else -4) * (d != 0), 17.0),
+                                           ("no_move", 0.0, 16.0)):
+                rows.append({"source_id": f"s{src}", "method": method, "delta": d, "estimated_yaw": 5.0 + achieved,
+                             "pose_error_deg": abs(achieved - d), "psnr_db": psnr, "identity_top1": 1.0})
+    metrics = pd.DataFrame(rows)
+    half = yardstick(metrics, "half")
+    assert half["slope"] == 0.5 and half["iqr_at_20_deg"] == 0
+    assert half["psnr_gain_db_by_delta"] == {-20: -1.0, -10: -1.0, 10: -1.0, 20: -1.0} and not half["beats_no_move"]
+    spread = yardstick(metrics, "spread")
+    assert spread["slope"] == 1.0 and spread["iqr_at_20_deg"] == 8.0 and spread["beats_no_move"]
+    assert spread["pose_error_deg_median"] == 4.0
+    grid = grid_methods()
+    assert len(grid) == 23 + 5 and "local-ortho-norm-cal" in grid and "embeddings" not in grid

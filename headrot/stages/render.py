@@ -299,22 +299,15 @@ def attribute_columns(schema: pa.Schema) -> list[str]:
 
 
 class RenderShards:
-    """Model actor: loads the generator, the trajectories (and the labeller, for -cal methods)
+    """Model actor: loads the generator, the trajectories (and the labeller, for -cal and local methods)
     once; renders one shard per call. Callable without Ray: RenderShards(config, ...)(batch)."""
 
     def __init__(self, config: RenderConfig, fit_attributes: tuple[str, ...], labeller_key: dict | None,
                  torch_threads: int):
-        import torch
-
-        from headrot.model.accel import Inference, probe_batch_size
-        from headrot.model.checkpoint import load_model
-
-        sharding.set_torch_threads(torch_threads)
         self.config = config
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.acc = Inference.for_device(self.device, config.precision, config.compile)
-        model, self.model_config, _ = load_model(config.generator_uri(), "generator", map_location=self.device)
-        self.model = self.acc.prepare(model)
+        self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
+            config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
+        self.device = self.acc.device
         self.index = TrajectoryIndex(tables.read_parquet(config.trajectories_uri()), fit_attributes)
         self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
         self.variants = {m: parse_variant(m) for m in self.methods}
@@ -326,7 +319,6 @@ class RenderShards:
                 raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
                                  "`headrot samples` and fit with sources [embeddings, samples]")
             self.labeller = load_labeller(config.labeller_uri(), labeller_key)
-        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0

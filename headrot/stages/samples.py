@@ -112,19 +112,10 @@ class SampleShards:
     """Model actor: loads the generator and the labeller once; generates one shard per call."""
 
     def __init__(self, config: SamplesConfig, labeller_key: dict, torch_threads: int):
-        import torch
-
-        from headrot.model.accel import Inference, probe_batch_size
-        from headrot.model.checkpoint import load_model
-
-        sharding.set_torch_threads(torch_threads)
         self.config = config
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.acc = Inference.for_device(self.device, config.precision, config.compile)
-        model, self.model_config, _ = load_model(config.generator_uri(), "generator", map_location=self.device)
-        self.model = self.acc.prepare(model)
+        self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
+            config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
         self.labeller = load_labeller(config.labeller_uri(), labeller_key)
-        self.batch_size = probe_batch_size(self.model, self.acc, self.model_config.image_size, config.batch_size)
         self.actor = sharding.actor_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -190,6 +190,23 @@ def busy_fraction(snapshots: Iterable[str]) -> float | None:
     return round(sum(s["model_s"] for s in last.values()) / wall, 4) if wall > 0 else None
 
 
+def generator_actor(uri: str, precision: str, compile: bool, torch_threads: int, batch_size: int):
+    """What a generator model actor sets up once: (acc, model, model_config, batch size): torch
+    threads, the device's Inference settings, the checkpoint prepared for it, and the batch size
+    that fits its memory (headrot.model.accel)."""
+    import torch
+
+    from headrot.model.accel import Inference, probe_batch_size
+    from headrot.model.checkpoint import load_model
+
+    set_torch_threads(torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    acc = Inference.for_device(device, precision, compile)
+    model, model_config, _ = load_model(uri, "generator", map_location=device)
+    model = acc.prepare(model)
+    return acc, model, model_config, probe_batch_size(model, acc, model_config.image_size, batch_size)
+
+
 def set_torch_threads(n: int) -> None:
     import torch
 
