@@ -254,7 +254,8 @@ def latent_section(r: dict) -> list[str]:
             gains = list((v.get("psnr_gain_db_by_delta") or {}).values())
             out.append(_row([method, _f(v["slope"]), _f(v["iqr_at_20_deg"]), _f(v["pose_error_deg_median"]),
                              _f(min(gains)) if gains else "-", _f(v["identity_top1"]), _f(costs.get(method))]))
-        out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s).", ""]
+        out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; complete stages of its "
+                "root are reused, so after `make demo` it only reads the demo's evaluation).", ""]
     return out
 
 
