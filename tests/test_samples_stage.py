@@ -111,3 +111,13 @@ def test_calibrated_methods_need_the_labeller(ray_cluster, tmp_path):
     config = RenderConfig(root=root, deltas=(0, 10), split="all", limit=4, methods=("embeddings-cal",), steps=2)
     with pytest.raises(Exception, match="labeller"):
         run_render(config)
+
+
+def test_mediapipe_yaw_is_an_optional_extra_with_a_clear_error():
+    from headrot.labels.pose import mediapipe_available
+
+    if mediapipe_available():
+        assert SamplesConfig(root="r", yaw_from="mediapipe").yaw_from == "mediapipe"
+    else:
+        with pytest.raises(ValueError, match="mediapipe<=0.10.21"):
+            SamplesConfig(root="r", yaw_from="mediapipe")

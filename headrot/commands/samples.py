@@ -9,7 +9,7 @@ from __future__ import annotations
 from headrot.commands._common import add_config_flag, build_config, init_ray, print_result
 
 FLAGS = {"root": "root", "n": "n", "seed": "seed", "shard_size": "shard_size", "generator": "generator",
-         "max_actors": "max_actors"}
+         "max_actors": "max_actors", "yaw_from": "yaw_from"}
 
 
 def configure(parser) -> None:
@@ -20,6 +20,9 @@ def configure(parser) -> None:
     parser.add_argument("--shard-size", type=int, help="samples per output file (default 500)")
     parser.add_argument("--generator", help="generator checkpoint (default <root>/checkpoints/generator/model.pt)")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")
+    parser.add_argument("--yaw-from", choices=["cnn", "mediapipe"],
+                        help="samples' yaw: the labeller CNN (synthetic heads, default) or mediapipe's "
+                             "landmarks for real faces (pip install 'headrot[landmarks]')")
 
 
 def main(args) -> int:

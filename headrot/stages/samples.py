@@ -58,6 +58,8 @@ class SamplesConfig:
     max_actors: int | None = None                         # model actors (default: one per GPU, else 1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    yaw_from: Literal["cnn", "mediapipe"] = "cnn"          # samples' yaw: the labeller CNN (synthetic heads) or,
+                                                          # for real faces, mediapipe's landmarks (extra [landmarks])
     labeller_seed: int = 2_000_003                        # the labeller's identities: not the judge's, not the data's
     labeller_identities: int = 300
     labeller_epochs: int = 20
@@ -68,6 +70,12 @@ class SamplesConfig:
             raise ValueError(f"samples: n must be >= 10 (a direction needs many samples), got {self.n}")
         if self.shard_size < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("samples: shard_size, batch_size and steps must be >= 1")
+        if self.yaw_from == "mediapipe":
+            from headrot.labels.pose import MEDIAPIPE_HINT, mediapipe_available
+
+            if not mediapipe_available():
+                raise ValueError(f"samples: yaw_from mediapipe needs mediapipe, which is not installed: "
+                                 f"{MEDIAPIPE_HINT} (or pip install 'headrot[landmarks]')")
 
     def generator_uri(self) -> str:
         return self.generator or storage.join(self.root, "checkpoints", "generator", "model.pt")
@@ -136,7 +144,14 @@ class SampleShards:
                     x = self.acc.to_device(z[s:s + self.batch_size])
                     images[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.config.steps))
         read = self.labeller.predict_all(images)
-        table = samples_table(ids, seeds, z.numpy(), read[:, 0], read[:, 1], nuisance.image_statistics(images))
+        yaw = read[:, 0]
+        if self.config.yaw_from == "mediapipe":
+            from headrot.labels.pose import mediapipe_yaw
+
+            # Landmarks -> yaw by CelebA's own formula; a sample with no face found has a NaN yaw,
+            # which the fit counts out of the bins (rows_out_of_bins) rather than guessing.
+            yaw = mediapipe_yaw(images)
+        table = samples_table(ids, seeds, z.numpy(), yaw, read[:, 1], nuisance.image_statistics(images))
         return {"shard": batch["shard"], "table": np.array([tables.to_ipc(table)], dtype=object),
                 "busy": np.array([json.dumps({"actor": self.actor, **self.acc.busy.snapshot()})], dtype=object)}
 
