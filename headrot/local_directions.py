@@ -40,7 +40,7 @@ def readings(labeller, size: int):
     masks = list(nuisance.region_masks(size).values())
 
     def read(x):
-        pose = labeller._antisym(x)                      # [N, 2]: yaw, light azimuth (degrees)
+        pose = labeller.differentiable(x)                # [N, 2]: yaw, light azimuth (degrees)
         img = (x + 1) / 2
         # Masks become tensors here, not in `readings`: a caller under torch.inference_mode
         # would otherwise make them inference tensors, which autograd refuses to save.

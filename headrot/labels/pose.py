@@ -225,6 +225,11 @@ class YawEstimator:
                 out.append(self._antisym(x).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, outputs_of(self.config)))
 
+    def differentiable(self, x):
+        """[N, outputs] readings of model-range NCHW images (torch), with gradients: what the
+        render stage's local steps differentiate (headrot.local_directions)."""
+        return self._antisym(x)
+
     def _antisym(self, x):
         # Yaw and light azimuth both change sign under a horizontal flip.
         return (self.net(x) - self.net(x.flip(3))) * (self.SCALE / 2)

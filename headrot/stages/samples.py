@@ -240,7 +240,7 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
         "labeller": pose.key(),
         "labeller_metrics": labeller,
         "nuisances": list(NUISANCES),
-        "yaw_sd": round(float(np.std(yaw.column("yaw").to_numpy())), 3),
+        "yaw_sd": round(float(np.nanstd(yaw.column("yaw").to_numpy())), 3),  # NaN: no face found (mediapipe)
         "light_counts": {k: lights.count(k) for k in sorted(set(lights))},
         "samples_per_s": round(sum(int(s["rows"]) for s in summaries) / elapsed, 2) if summaries else None,
         "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
