@@ -3,7 +3,7 @@
 Submit it to a running cluster from the repository root (README.md, "Running on a cluster"):
 
     ray job submit --address http://<head>:8265 --runtime-env jobs/runtime_env.yaml \\
-        -- python jobs/render.py --config <config.yaml> --out s3://<bucket>/runs/celeba
+        -- python jobs/render.py --config <config.yaml> --root s3://<bucket>/runs/celeba
 
 Flags: `python jobs/render.py --help` (the same as `headrot render --help`).
 """
