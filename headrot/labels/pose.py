@@ -28,8 +28,9 @@ Prediction is antisymmetric by construction: yaw(x) = (f(x) - f(flip(x))) / 2, s
 frontal face reads 0 and mirror images read opposite yaws.
 
 Cache: the fitted weights and their metadata go to one .npz (no pickle: arrays and a
-JSON string, loaded with allow_pickle=False) under <root>/report/; a rerun with the
-same settings loads it instead of refitting.
+JSON string, loaded with allow_pickle=False): the judge's in report/yaw_estimator.npz, the
+labeller's in checkpoints/labeller/pose.npz; a rerun with the same settings loads it instead of
+refitting.
 """
 from __future__ import annotations
 
