@@ -80,7 +80,11 @@ def test_embed_resumes_after_a_crash_without_duplicates(ray_cluster, dataset, ge
     with pytest.raises(Exception, match="simulated failure"):
         run_embed(_config(dataset, out, generator_ckpt, fail_after_shards=2))
     partial = storage.list_files(storage.join(str(out), "latents"), ".parquet")
-    assert 0 < len(partial) < 4                       # some shards done, not all
+    # Not all shards done. How many are depends on whether the write tasks of the shards before
+    # the failure finished before Ray Data aborted the dataset (0 to 2 here): a timing race, so
+    # this test checks the resume for whatever was left; tests/test_reliability.py and
+    # tests/test_resume_s3.py wait for written shards before killing, for a partial resume on purpose.
+    assert len(partial) < 4
     assert storage.completion(storage.join(str(out), "latents")) is None
     summary = run_embed(_config(dataset, out, generator_ckpt))
     assert summary["shards_this_run"] == 4 - len(partial)
