@@ -17,7 +17,8 @@ gives, per method:
     identity     identity top-1 over all deltas (target >= 0.9)
 
 `--grid` renders every variant of the ablation (direction source x ortho x norm x calibration)
-beside the baselines: about an hour on 2 cores at --limit 16. A rerun with the same arguments
+beside the baselines: at --limit 16 its render took 24 min on 2 cores shared with a demo run
+(plus the embed, samples and evaluate of a new root, ~8 min). A rerun with the same arguments
 reuses the complete stages of its root. Writes bench/results/latent.json.
 """
 from __future__ import annotations
