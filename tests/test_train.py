@@ -194,3 +194,39 @@ def test_train_embedder_through_frozen_generator(ray_cluster, tmp_path):
     assert extra["generator"] == generator_uri
     assert embedder(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     assert os.path.exists(os.path.join(root, "checkpoints", "embedder", "samples", "epoch_001.png"))
+
+
+@pytest.mark.slow
+def test_train_generator_warm_start_from_exported_model(ray_cluster, tmp_path):
+    """init_from: a fresh run starts at an exported model's weights (model and EMA); a
+    checkpoint of another network is refused on the driver with the file named."""
+    import ray
+
+    from headrot.model.checkpoint import load_model, save_model
+    from headrot.train.driver import train
+
+    torch.manual_seed(5)
+    warm = UNet(TINY)
+    with torch.no_grad():  # the U-Net zero-initialises its last conv: make every weight non-trivial
+        for p in warm.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    init_uri = str(tmp_path / "warm" / "model.pt")
+    save_model(init_uri, "generator", warm, TINY)
+    rows = [{"image": im} for im in _constant_images(16, seed=2)]
+    # No EMA warm-up and a vanishing step: the exported EMA is the warm start, to float precision.
+    config = TrainConfig(
+        preset="tiny", batch_size=8, epochs=1, num_workers=1, use_gpu=False, lr=1e-12, weight_decay=0.0,
+        ema_warmup=False, sample_grid=False, shuffle_buffer=0, init_from=init_uri,
+    )
+    result = train(config, "unused", str(tmp_path / "run"), dataset=ray.data.from_items(rows, override_num_blocks=1))
+    exported, _, _ = load_model(result["model"], "generator")
+    fresh = UNet(TINY)  # what a run without init_from would have started from
+    for name, value in exported.state_dict().items():
+        assert torch.allclose(value, warm.state_dict()[name], atol=1e-6), name
+    assert any(not torch.allclose(v, fresh.state_dict()[k]) for k, v in exported.state_dict().items())
+
+    other = str(tmp_path / "other" / "model.pt")
+    save_model(other, "generator", UNet(PRESETS["demo"]), PRESETS["demo"])
+    with pytest.raises(ValueError, match="other/model.pt holds a different network"):
+        train(TrainConfig(preset="tiny", init_from=other, use_gpu=False), "unused", str(tmp_path / "run2"),
+              dataset=ray.data.from_items(rows, override_num_blocks=1))

@@ -33,12 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints")
     parser.add_argument("--max-failures", type=int, help="automatic restarts within one run (-1: forever)")
     parser.add_argument("--generator", help="embedder: generator model.pt (default <out>/checkpoints/generator/model.pt)")
+    parser.add_argument("--init-from", help="a model.pt of the same network to start a fresh run from (warm start)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
 _FLAGS = (
     "preset", "image_size", "epochs", "max_steps", "num_workers", "cpus_per_worker", "use_gpu",
-    "batch_size", "lr", "limit", "seed", "checkpoint_every", "max_failures", "generator",
+    "batch_size", "lr", "limit", "seed", "checkpoint_every", "max_failures", "generator", "init_from",
 )
 
 

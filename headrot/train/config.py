@@ -46,6 +46,8 @@ class TrainConfig:
     sample_steps: int = 10                # DDIM steps for the grid samples
     embed_steps: int = 10                 # embedder: DDIM steps through the frozen generator
     generator: str | None = None          # embedder: generator model.pt (None: <root>/checkpoints/generator/model.pt)
+    init_from: str | None = None          # warm start: a model.pt of this kind and network whose weights a fresh run
+                                          # starts from (model and EMA); ignored once a checkpoint exists (resume wins)
     fail_after_steps: int | None = None   # testing: raise after this many steps in a run that did not resume
 
     def __post_init__(self) -> None:

@@ -102,6 +102,7 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
             )
         _, generator_config, _ = load_model(generator_uri, "generator")
     model_config = config.model_config(generator_config)
+    init_uri = _warm_start(config, model_config)
 
     # 2. data
     if dataset is None:
@@ -122,6 +123,8 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
         "model": to_mapping(model_config),
         "root": root,
     }
+    if init_uri is not None:
+        loop_config["init_uri"] = init_uri
     if config.kind == "embedder":
         loop_config["generator_uri"] = generator_uri
         loop_config["sample_images"] = np.stack([r["image"] for r in train_ds.take(min(8, config.sample_count))])
@@ -202,6 +205,23 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     }
     storage.mark_complete(kind_uri, {k: v for k, v in summary.items() if k != "history"})
     return summary
+
+
+def _warm_start(config: TrainConfig, model_config) -> str | None:
+    """The absolute URI of `init_from`, checked now (on the driver) rather than in every worker:
+    it must hold a network of this run's kind and exactly this run's config."""
+    if config.init_from is None:
+        return None
+    from headrot.model.checkpoint import load_model
+
+    uri = config.init_from if storage.is_remote(config.init_from) else os.path.abspath(config.init_from)
+    _, found, _ = load_model(uri, config.kind)
+    if found != model_config:
+        raise ValueError(
+            f"train: init_from {uri} holds a different network ({found}) than this run trains "
+            f"({model_config}); use a checkpoint of the same preset, or drop init_from"
+        )
+    return uri
 
 
 def _uri(root: str, path: str) -> str:

@@ -4,6 +4,7 @@ The driver (driver.py) passes a plain dict:
     train           TrainConfig as a mapping
     model           UNetConfig of the network to train, as a mapping
     root            the run root (local path or s3:// URI)
+    init_uri        optional: a model.pt a fresh run starts from (TrainConfig.init_from)
     generator_uri   embedder only: the frozen generator's model.pt
     sample_images   embedder only: uint8 [k,S,S,3] originals for the reconstruction grid
 
@@ -101,6 +102,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_state(d)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+    elif config.get("init_uri"):
+        # Warm start (a fresh run only: a checkpoint, above, always wins): model and EMA both
+        # begin at the exported weights, so the EMA averages onward from them.
+        from headrot.model.checkpoint import load_model
+
+        warm, _, _ = load_model(config["init_uri"], tc.kind)
+        net.load_state_dict(warm.state_dict())
+        ema.load_state_dict(warm.state_dict())
     ema.to(device)
 
     # 2. DDP (gloo on CPU, nccl on GPU) and the optimizer on the wrapped parameters.
