@@ -27,7 +27,7 @@ from headrot.model.checkpoint import load_model
 from headrot.model.embedding import embed, psnr
 from headrot.model.sampler import noise_for_seeds, reverse_diffusion
 from headrot.synth.writer import write_synthetic_celeba
-from headrot.train.grid import image_grid
+from headrot.report.grid import image_grid
 
 HELD_OUT_SEED = 7
 

@@ -55,7 +55,7 @@ def _write_rotated(root, rows) -> None:
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
+def synthetic_run(tmp_path_factory, ray_cluster):
     base = tmp_path_factory.mktemp("evaluate")
     data, root = str(base / "data"), str(base / "run")
     write_synthetic_celeba(data, n=40, seed=3, images_per_identity=4)  # 10 identities

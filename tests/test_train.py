@@ -12,7 +12,7 @@ from torch import nn
 
 from headrot.model.unet import PRESETS, UNet
 from headrot.train.config import TrainConfig, load_config
-from headrot.train.grid import image_grid, to_uint8
+from headrot.report.grid import image_grid, to_uint8
 from headrot.train.steps import EMA, generator_loss, step_generator, to_model_images
 
 TINY = PRESETS["tiny"]  # 16x16, widths [8, 16]

@@ -3,7 +3,7 @@
 Inputs are images HWC (one) or NHWC (a batch), uint8 or float, compared on the scale
 given by `data_range` (255 for uint8 images; 2.0 for the model's [-1, 1] floats).
 Torch tensors are converted with `.detach().cpu().numpy()`; they must be HWC/NHWC too
-(use headrot.train.grid.to_uint8 for NCHW model outputs).
+(use headrot.report.grid.to_uint8 for NCHW model outputs).
 
 PSNR = 10 log10(data_range^2 / MSE), MSE over every pixel and channel of one image.
 Identical images have MSE 0 and an infinite PSNR: we return `cap` (100 dB by default)

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from headrot.train.grid import image_grid
+from headrot.report.grid import image_grid
 
 # Sheets are looked at by people: small renders are magnified to about this many pixels.
 TARGET_CELL_PX = 96

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from headrot import tables
 from headrot import trajectories as tr
-from headrot.evaluate.plots import _png, _pyplot
+from headrot.report.plots import _png, _pyplot
 
 SIDE_STYLE = {"left": ("tab:blue", "o"), "right": ("tab:red", "s")}
 

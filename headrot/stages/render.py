@@ -334,7 +334,7 @@ class RenderShards:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """uint8 [N,S,S,3] renders of latents [N,3,S,S], in batches of the actor's size."""
         from headrot.model.sampler import reverse_diffusion
-        from headrot.train.grid import to_uint8
+        from headrot.report.grid import to_uint8
 
         size = self.model_config.image_size
         out = np.zeros((len(latents), size, size, 3), np.uint8)
@@ -740,7 +740,7 @@ def _source_images(config, items, order, renders) -> dict[str, np.ndarray]:
 
     from headrot.model.checkpoint import load_model
     from headrot.model.sampler import reverse_diffusion
-    from headrot.train.grid import to_uint8
+    from headrot.report.grid import to_uint8
 
     model, _, _ = load_model(config.generator_uri(), "generator")
     wanted, out = set(order), {}

@@ -130,7 +130,7 @@ class SampleShards:
         import torch
 
         from headrot.model.sampler import noise_for_seeds, reverse_diffusion
-        from headrot.train.grid import to_uint8
+        from headrot.report.grid import to_uint8
 
         start, stop = int(batch["start"][0]), int(batch["stop"][0])
         size = self.model_config.image_size

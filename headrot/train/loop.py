@@ -29,7 +29,7 @@ from headrot import storage
 from headrot.config import from_mapping
 from headrot.model.unet import UNet, UNetConfig
 from headrot.train.config import TrainConfig
-from headrot.train.grid import image_grid, png_bytes, to_uint8
+from headrot.report.grid import image_grid, png_bytes, to_uint8
 from headrot.train.steps import EMA, embedder_step_loss, freeze, generator_loss, step_generator, to_model_images
 
 STATE_FILE = "state.pt"      # inside each Ray Train checkpoint directory

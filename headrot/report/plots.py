@@ -67,7 +67,7 @@ def cases_sheet(cases: Sequence[dict], with_truth: bool) -> bytes:
 
     cases: dicts with source, render, truth (uint8 [S,S,3]) and label."""
     from headrot.report.contact_sheet import contact_sheet
-    from headrot.train.grid import png_bytes
+    from headrot.report.grid import png_bytes
 
     rows = [(c["source"], [c["render"], c["truth"]] if with_truth else [c["render"]]) for c in cases]
     cols = ["render", "ground truth"] if with_truth else ["render"]
