@@ -192,3 +192,115 @@ def test_the_method_must_not_be_graded_by_its_own_estimator(synthetic_run, tmp_p
     storage.mark_complete(str(root / "samples"), {"rows": 0, "labeller": {"seed": seed, "arch": "maxpool4"}})
     with pytest.raises(ValueError, match="own estimator"):
         run_evaluate(EvaluateConfig(root=str(root), **POSE))
+
+
+# ---------------------------------------------------------------------------
+# Measure per shard, aggregate over shards; the stage protocol
+
+
+def _split_rotated(src_root, dst_root, groups) -> list[str]:
+    """Copy the run's one rotated file into len(groups) files (groups: row indices each), with a
+    _SUCCESS like the render stage's; returns the new files."""
+    table = tables.read_parquet(storage.join(str(src_root), "rotated", "part-00000.parquet"))
+    out = storage.join(str(dst_root), "rotated")
+    files = []
+    for i, rows in enumerate(groups):
+        files.append(storage.join(out, f"part-{i:05d}.parquet"))
+        tables.write_parquet(files[-1], table.take(pa.array(rows)))
+    storage.mark_complete(out, {"fingerprint": "split", "renders": table.num_rows, "shards": len(groups)})
+    return files
+
+
+def _content(report: dict) -> dict:
+    """What must not depend on how the renders were sharded: all but where and when."""
+    out = {k: v for k, v in report.items() if k not in ("inputs", "seconds", "files", "versions", "skipped")}
+    out["config"] = {k: v for k, v in out["config"].items() if k != "root"}
+    out["pose_estimator"] = {k: v for k, v in out["pose_estimator"].items() if k != "cached"}
+    return out
+
+
+def test_renders_split_into_shards_give_the_same_report(synthetic_run, tmp_path):
+    """The render stage's shape (each source's renders in one shard), three shards: one Ray task
+    each, and the same report.json content as the unsplit run, figures and metrics included."""
+    run = tmp_path / "split"
+    sids = tables.read_parquet(storage.join(synthetic_run["root"], "rotated", "part-00000.parquet"),
+                               columns=["source_id"]).column("source_id").to_pylist()
+    order = sorted(set(sids))
+    groups = [[i for i, s in enumerate(sids) if order.index(s) % 3 == k] for k in range(3)]
+    _split_rotated(synthetic_run["base"] / "run", run, groups)
+    shutil.copytree(synthetic_run["base"] / "run" / "report", run / "report",
+                    ignore=shutil.ignore_patterns("*.png", "*.html", "*.json", "_SUCCESS", "metrics.parquet"))
+    shutil.copy(synthetic_run["base"] / "run" / runs.RUN_JSON, run / runs.RUN_JSON)
+    report = run_evaluate(EvaluateConfig(root=str(run), **POSE))
+    assert report["pose_estimator"]["cached"] is True          # the driver loaded the judge once
+    assert _content(report) == _content(synthetic_run["report"])
+    one, three = (tables.read_parquet(str(r / "report" / "metrics.parquet"))
+                  for r in (synthetic_run["base"] / "run", run))
+    key = lambda t: sorted(zip(*(t.column(c).to_pylist() for c in t.column_names)), key=str)  # noqa: E731
+    assert key(one) == key(three)
+    assert (run / "report" / "cases_oracle.png").exists() and (run / "report" / "psnr_vs_delta.png").exists()
+
+
+def test_aggregate_of_any_split_is_the_aggregate_of_the_whole(synthetic_run, tmp_path):
+    """measure on rows dealt round-robin into 4 files (a source's renders in several shards),
+    without Ray: the merged metrics aggregate to exactly the unsplit report's numbers."""
+    from headrot.evaluate import aggregate as A
+    from headrot.evaluate.measure import MeasureSpec, measure
+
+    n = 2 * N_SOURCES * len(DELTAS)
+    files = _split_rotated(synthetic_run["base"] / "run", tmp_path, [list(range(k, n, 4)) for k in range(4)])
+    whole = storage.join(synthetic_run["root"], "rotated", "part-00000.parquet")
+    pose = synthetic_run["report"]["pose_estimator"]
+    spec = MeasureSpec(data=synthetic_run["data"], size=S, synthetic=True,
+                       estimator=storage.join(synthetic_run["root"], "report", "yaw_estimator.npz"),
+                       pose=PoseConfig(size=S, seed=pose["seed"], n_identities=POSE["pose_identities"],
+                                       per_identity=POSE["pose_per_identity"], n_heldout=POSE["pose_heldout"],
+                                       epochs=POSE["pose_epochs"]),
+                       identities=tuple(sorted({r["identity"] for r in read_truth(synthetic_run["data"]).to_pylist()
+                                                if r["image_id"] in {p["image_id"] for p in synthetic_run["picked"]}})))
+    parts = [measure(i, f, spec) for i, f in enumerate(files)]
+    unsplit, _ = measure(0, whole, spec)
+    split = A.merge([t for t, _ in parts])
+    assert [t.num_rows for t, _ in parts] == [15, 15, 15, 15] and split.num_rows == unsplit.num_rows
+    assert split.column("file").to_pylist()[:16] == [0] * 15 + [1]   # where each row's image is
+    ctx = A.Context(primary="headrot", synthetic=True, pose={"kind": "cnn", "mae_deg_sources": None})
+    got, want = A.aggregate(split, ctx), A.aggregate(unsplit, ctx)
+    assert got == want
+    assert got["methods"] == synthetic_run["report"]["methods"]
+    assert got["summary"] == {**synthetic_run["report"]["summary"], "pose_estimator_mae_deg": None}
+    assert got["pose_estimator"]["mae_deg_sources"] == pose["mae_deg_sources"]
+    # The cases are picked from the rows alone: the same renders, found in their shards.
+    picks = A.pick_cases(split, "oracle", 2, True)
+    assert [p["kind"] for p in picks] == ["best"] * 2 + ["median"] * 2 + ["worst"] * 2
+    assert [p["label"] for p in picks] == [p["label"] for p in A.pick_cases(unsplit, "oracle", 2, True)]
+
+
+def test_evaluate_is_recorded_in_run_json(synthetic_run):
+    run = runs.read_run_json(synthetic_run["root"])
+    recorded = run["stages"]["evaluate"]
+    assert recorded["fingerprint"] == storage.completion(storage.join(synthetic_run["root"], "report"))["fingerprint"]
+    assert recorded["config"]["gallery_max"] == 64 and "versions" in recorded
+    assert "embed" in run["stages"]                                  # the other stages' records kept
+
+
+def test_evaluate_refuses_a_root_another_process_holds(synthetic_run, tmp_path):
+    import os
+    import signal
+
+    from headrot import lock as runlock
+    from tests.test_reliability import _holder
+
+    root = tmp_path / "run"
+    shutil.copytree(synthetic_run["base"] / "run", root)
+    shutil.rmtree(root / "report")
+    before = (root / runs.RUN_JSON).read_bytes()
+    holder = _holder(str(root))
+    try:
+        with pytest.raises(runlock.LockHeld) as info:
+            run_evaluate(EvaluateConfig(root=str(root), **POSE))
+        assert str(root) in str(info.value) and f"pid {holder.pid}" in str(info.value)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+    assert not (root / "report").exists()                            # refused before any work
+    assert (root / runs.RUN_JSON).read_bytes() == before

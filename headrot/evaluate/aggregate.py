@@ -267,7 +267,8 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
 
 def pick_cases(metrics: pa.Table, method: str, k: int, synthetic: bool) -> list[dict[str, Any]]:
     """Best, median and worst renders of `method` by PSNR: vs ground truth (synthetic, renders at
-    delta != 0 when there are any), else its reconstruction (delta 0) vs the source. Each pick:
+    delta != 0 when there are any), else its reconstruction (delta 0) vs the source; equal PSNRs
+    in order of source id and delta. Each pick:
     {kind, file, row, source_id, delta, label}; the images are read back by the caller."""
     m = columns(metrics)
     sel = (m["method"] == method) & (np.isfinite(m["psnr"]) if synthetic else (m["delta"] == 0))
@@ -277,7 +278,9 @@ def pick_cases(metrics: pa.Table, method: str, k: int, synthetic: bool) -> list[
     if not len(idx):
         return []
     score = m["psnr"][idx] if synthetic else m["source_psnr"][idx]
-    order = idx[np.argsort(-score, kind="stable")]
+    # Ties (e.g. exact renders at the PSNR cap) by source and delta: the same picks for any sharding.
+    _, sid_rank = np.unique(m["sid"][idx].astype(str), return_inverse=True)
+    order = idx[np.lexsort((m["delta"][idx], sid_rank, -score))]
     sc = dict(zip(idx.tolist(), score.tolist()))
     k = min(k, len(order))
     mid = max(0, len(order) // 2 - k // 2)
