@@ -13,6 +13,7 @@ writes bench/results/<name>.json; bench.read (which only prints) is wrapped here
     fit     40,000 / 1,000 latent rows, demo size, 16 files
     render  160 / 8 sources x 7 deltas, demo preset; 2 alternating rounds of stage and plain loop; 1 and 2 actors at 40
     memory  embed at 1,000 vs 10,000 / 200 vs 1,000 images, tiny preset
+    evaluate_memory  evaluate at 1x vs 10x the demo's renders (2,016 vs 20,160 / 504 vs 5,040)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ("read", "model", "train", "embed", "fit", "render", "memory")
+ORDER = ("read", "model", "train", "embed", "fit", "render", "memory", "evaluate_memory")
 
 
 def commands(quick: bool, data: str) -> dict[str, list[str]]:
@@ -40,6 +41,7 @@ def commands(quick: bool, data: str) -> dict[str, list[str]]:
         "fit": ["bench.fit", *q],
         "render": ["bench.render", *q],
         "memory": ["bench.memory", "--data", data, *q],
+        "evaluate_memory": ["bench.evaluate_memory", *q],
     }
 
 
@@ -198,6 +200,21 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
             if res == "**missed**":
                 missed.append(f"- Memory, {k}: grew {_f(g)}x; see the notes below.")
         lines.append("")
+    if "evaluate_memory" in r:
+        x = r["evaluate_memory"]
+        a, b = x["runs"][0], x["runs"][-1]
+        lines += [f"## Memory (evaluate, {a['renders']:,} vs {b['renders']:,} renders: 1x and 10x the demo's)", "",
+                  _row(["peak RSS (MB)", f"{a['renders']:,}", f"{b['renders']:,}", "growth", "target", "result"]),
+                  _row(["---"] * 6)]
+        for k, target in (("driver_peak_mb", "< 10%"), ("worker_max_peak_mb", "-")):
+            g = x["growth"].get(k)
+            res = _met(None if g is None else abs(g - 1), 0.10, higher=False) if target != "-" else "-"
+            lines.append(_row([k, _f(a.get(k)), _f(b.get(k)), _f(g), target, res]))
+            if res == "**missed**":
+                missed.append(f"- Memory, evaluate {k}: grew {_f(g)}x.")
+        lines += ["", f"One measure task per rotated shard ({_f(a['renders_per_s'])} and {_f(b['renders_per_s'])} "
+                  "renders/s here); the driver holds the per-render metrics rows, never an image. "
+                  "`python -m bench.evaluate_memory`.", ""]
     if "light" in r:
         x = r["light"]
         conf = x["confusion"]["rows_truth_cols_pred"]

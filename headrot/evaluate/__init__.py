@@ -1,9 +1,13 @@
-"""Evaluation of a run: metrics, an independent yaw estimator, ground truth, figures, the report.
+"""Evaluation of a run: metrics, an independent yaw estimator, ground truth, the report's numbers.
 
-`headrot evaluate --root ROOT [--data URI]` (headrot.stages.evaluate.run_evaluate) writes
-ROOT/report/report.json and ROOT/report/report.html (one self-contained page), plus
-the figures as PNGs, metrics.parquet (one row per render) and yaw_estimator.npz (the
-cached pose estimator).
+    measure    one rotated/ file -> a per-render metrics table (a Ray task; no image leaves it)
+    aggregate  metrics tables -> the report dict below (any split of the renders gives the same)
+    metrics    PSNR / SSIM;  truth  synthetic ground truth and identity galleries
+
+`headrot evaluate --root ROOT [--data URI]` (headrot.stages.evaluate.run_evaluate, the driver)
+writes ROOT/report/report.json and ROOT/report/report.html (one self-contained page, drawn by
+headrot.report), plus the figures as PNGs, metrics.parquet (one row per render) and
+yaw_estimator.npz (the cached pose estimator).
 
 report.json (all numbers plain JSON; a metric that cannot be measured is null):
 
