@@ -2,6 +2,8 @@
 
     <root>/
       run.json                          each stage's fingerprint, config and versions (headrot.runs)
+      pipeline.json                     `headrot run`: what each stage did
+      data/                             `headrot run` without --data: the synthetic CelebA it writes
       _LOCK                             one writer at a time (headrot.lock)
       checkpoints/<kind>/model.pt       generator, embedder (headrot.train, or copied in by `headrot run`)
       checkpoints/labeller/pose.npz     the method's own pose-and-light CNN (samples stage)
@@ -44,6 +46,11 @@ class RunLayout:
 
     # -- stage folders ---------------------------------------------------------
     @property
+    def data(self) -> str:
+        """Where `headrot run` writes its synthetic CelebA when no --data is given."""
+        return self.path("data")
+
+    @property
     def latents(self) -> str:
         return self.path(LATENTS)
 
@@ -62,6 +69,11 @@ class RunLayout:
     @property
     def report(self) -> str:
         return self.path(REPORT)
+
+    @property
+    def checkpoints(self) -> str:
+        """Ray Train's storage_path: its run for each kind is checkpoints/<kind>/."""
+        return self.path(CHECKPOINTS)
 
     # -- files -----------------------------------------------------------------
     def checkpoint_dir(self, kind: str) -> str:
@@ -89,6 +101,10 @@ class RunLayout:
 
     def mean_face_sums(self, shard: str) -> str:
         return self.path(LATENTS, MEAN_FACES, f"{shard}.npz")
+
+    @property
+    def pipeline_json(self) -> str:
+        return self.path("pipeline.json")
 
     def report_file(self, name: str) -> str:
         return self.path(REPORT, name)

@@ -29,6 +29,7 @@ from headrot.data import celeba_text
 from headrot.data.dataset import decode_batch, select_rows
 from headrot.data.images import central_square
 from headrot.data.index import Index, read_index
+from headrot.latents_schema import latents_table
 from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.stages import sharding
@@ -259,11 +260,8 @@ def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) ->
     kept = rows.filter(pa.array(good)) if n else rows
     marks = _landmarks(kept) if kept.num_rows else np.zeros((0, 10), np.float32)
     yaw = yaw_from_landmarks(marks).astype(np.float32) if kept.num_rows else np.zeros(0, np.float32)
-    out = kept.drop_columns([c for c in ("path", "light_label") if c in kept.column_names])
-    out = out.append_column("yaw", pa.array(yaw, pa.float32()))
-    out = out.append_column("latent", tables.tensor_column(latents.astype(latent_dtype)))
-    out = out.append_column("recon_error", pa.array(np.frombuffer(row["recon_error"], np.float32), pa.float32()))
-    out = out.append_column("recon_psnr", pa.array(np.frombuffer(row["recon_psnr"], np.float32), pa.float32()))
+    out = latents_table(kept, yaw, latents, np.frombuffer(row["recon_error"], np.float32),
+                        np.frombuffer(row["recon_psnr"], np.float32), latent_dtype)
     bad = [(rows.column("image_id")[i].as_py(), reasons[i]) for i in np.flatnonzero(~good)]
     layout = RunLayout(root)
     rejects.write_rejected(root, STAGE, row["shard"],

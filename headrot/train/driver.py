@@ -30,6 +30,7 @@ import numpy as np
 
 from headrot import storage
 from headrot.config import to_mapping
+from headrot.layout import RunLayout
 from headrot.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,13 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     from headrot.model.unet import UNet
 
     started = time.time()
-    kind_uri = storage.join(root, "checkpoints", config.kind)
+    layout = RunLayout(root)
+    kind_uri = layout.checkpoint_dir(config.kind)
 
     # 1. the network (the embedder's follows its generator)
     generator_uri, generator_config = None, None
     if config.kind == "embedder":
-        generator_uri = config.generator or storage.join(root, "checkpoints", "generator", "model.pt")
+        generator_uri = config.generator or layout.model("generator")
         if not storage.is_remote(generator_uri):
             # Workers run in Ray's own working directory: a relative path would not resolve there.
             generator_uri = os.path.abspath(generator_uri)
@@ -138,7 +140,7 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
         use_gpu=use_gpu,
         resources_per_worker={"CPU": config.cpus_per_worker},  # + 1 GPU each when use_gpu
     )
-    storage_root = storage.join(root, "checkpoints")
+    storage_root = layout.checkpoints
     storage_filesystem = None
     if storage.is_remote(root):
         storage_filesystem, storage_path = storage.arrow_filesystem(storage_root)
@@ -179,7 +181,7 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
         "train_config": to_mapping(config),
         "generator": generator_uri,
     }
-    model_uri = storage.join(kind_uri, "model.pt")
+    model_uri = layout.model(config.kind)
     save_model(model_uri, config.kind, model.eval(), model_config, extra)
     storage.write_json(
         storage.join(kind_uri, "train_config.json"),
