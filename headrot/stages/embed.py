@@ -175,21 +175,22 @@ def prepare_shard(row: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 class EmbedShards:
-    """Model actor: loads the networks once, embeds one shard per call (batch_size=1)."""
+    """Model actor: loads the networks once, embeds one shard per call (batch_size=1). Built from
+    its config alone, so callable without Ray: EmbedShards(config)(batch)."""
 
-    def __init__(self, config: EmbedConfig, generator_uri: str, embedder_uri: str | None,
-                 size: int, torch_threads: int):
+    def __init__(self, config: EmbedConfig, torch_threads: int | None = None):
         import torch
 
         from headrot.model.accel import Inference, probe_batch_size
         from headrot.model.checkpoint import load_model
 
+        generator_uri, embedder_uri = resolve_checkpoints(config)
         sharding.set_torch_threads(torch_threads)
         self.config = config
-        self.size = size
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.acc = Inference.for_device(self.device, config.precision, config.compile)
-        generator, _, _ = load_model(generator_uri, "generator", map_location=self.device)
+        generator, generator_config, _ = load_model(generator_uri, "generator", map_location=self.device)
+        self.size = size = generator_config.image_size
         self.generator = self.acc.prepare(generator)
         self.calls = 0
         self.actor = sharding.actor_name()
@@ -351,10 +352,10 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
     # No `pending` here: the shards come from the index, read only when there is work to do.
     stage = Stage(STAGE, config.out, RunLayout(config.out).latents, digest, to_mapping(config),
                   "written", "rows written")
-    return run_stage(stage, lambda: _embed(config, generator_uri, embedder_uri))
+    return run_stage(stage, lambda: _embed(config, generator_uri))
 
 
-def _embed(config: EmbedConfig, generator_uri: str, embedder_uri: str | None) -> dict[str, Any]:
+def _embed(config: EmbedConfig, generator_uri: str) -> dict[str, Any]:
     """The work: the index, the light pass, the pipeline over the missing shards; the summary."""
     from headrot.model.checkpoint import load_model
 
@@ -378,12 +379,11 @@ def _embed(config: EmbedConfig, generator_uri: str, embedder_uri: str | None) ->
     todo = set(sharding.pending(layout.latents, [name for name, _, _ in shards]))
     log.info("embed: %d shards, %d to do", len(shards), len(todo))
     work = [(name, a, b) for name, a, b in shards if name in todo]
-    summaries = _run_pipeline(config, rows, work, size, generator_uri, embedder_uri) if work else []
+    summaries = _run_pipeline(config, rows, work, size) if work else []
     return _finish(config, rows, index, shards, summaries, size, started)
 
 
-def _run_pipeline(config: EmbedConfig, rows: pa.Table, work, size: int, generator_uri: str,
-                  embedder_uri: str | None) -> list[dict[str, Any]]:
+def _run_pipeline(config: EmbedConfig, rows: pa.Table, work, size: int) -> list[dict[str, Any]]:
     """decode (CPU tasks) -> EmbedShards (model actor pool) -> write_shard (CPU tasks); the shards' summaries."""
     import ray
 
@@ -393,9 +393,7 @@ def _run_pipeline(config: EmbedConfig, rows: pa.Table, work, size: int, generato
     ds = ds.map(prepare_shard, fn_kwargs={"size": size}, num_cpus=0.5)
     ds = plan.map_batches(
         ds, EmbedShards, batch_size=1,
-        fn_constructor_kwargs={"config": config, "generator_uri": generator_uri,
-                               "embedder_uri": embedder_uri, "size": size,
-                               "torch_threads": plan.torch_threads},
+        fn_constructor_kwargs={"config": config, "torch_threads": plan.torch_threads},
     )
     ds = ds.map(write_shard, fn_kwargs={"root": config.out, "size": size,
                                         "latent_dtype": config.latent_dtype}, num_cpus=0.25)

@@ -157,11 +157,14 @@ def attribute_columns(schema: pa.Schema) -> list[str]:
 
 class RenderShards:
     """Model actor: loads the generator, the trajectories (and the labeller, for -cal and local methods)
-    once; renders one shard per call. Callable without Ray: RenderShards(config, ...)(batch)."""
+    once; renders one shard per call. Built from its config alone (the fit's key attributes and the
+    labeller come from the run root), so callable without Ray: RenderShards(config)(batch)."""
 
-    def __init__(self, config: RenderConfig, fit_attributes: tuple[str, ...], labeller_key: dict | None,
-                 torch_threads: int):
+    def __init__(self, config: RenderConfig, torch_threads: int | None = None):
         self.config = config
+        layout = RunLayout(config.root)
+        fit_attributes = tuple((storage.completion(layout.trajectories) or {}).get("attributes", ()))
+        labeller = labeller_key(config.root)
         self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
             config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
         self.device = self.acc.device
@@ -173,10 +176,10 @@ class RenderShards:
         if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
             from headrot.stages.samples import load_labeller
 
-            if not labeller_key:
+            if not labeller:
                 raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
                                  "`headrot samples` and fit with sources [embeddings, samples]")
-            self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+            self.labeller = load_labeller(config.labeller_uri(), labeller)
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0
@@ -513,12 +516,10 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     name = STAGE if config.out is None else f"{STAGE}@{runs.redact_uri(config.out)}"
     stage = Stage(name, config.root, out_dir, _fingerprint(config, files), to_mapping(config),
                   "renders", "renders", pending=todo)
-    attributes = tuple(fit_summary.get("attributes", ()))
-    return run_stage(stage, lambda: _render_all(config, items, set(todo), attributes))
+    return run_stage(stage, lambda: _render_all(config, items, set(todo)))
 
 
-def _render_all(config: RenderConfig, items: list[dict[str, Any]], todo: set[str],
-                attributes: tuple[str, ...]) -> dict[str, Any]:
+def _render_all(config: RenderConfig, items: list[dict[str, Any]], todo: set[str]) -> dict[str, Any]:
     """The work: the model actor pool over the missing shards, the contact sheets; the summary."""
     import ray
 
@@ -531,8 +532,7 @@ def _render_all(config: RenderConfig, items: list[dict[str, Any]], todo: set[str
         plan = sharding.plan_pool(config.max_actors)
         ds = ray.data.from_items(work, override_num_blocks=len(work))
         ds = plan.map_batches(ds, RenderShards, batch_size=1, fn_constructor_kwargs={
-            "config": config, "fit_attributes": attributes, "labeller_key": labeller_key(config.root),
-            "torch_threads": plan.torch_threads})
+            "config": config, "torch_threads": plan.torch_threads})
         ds = ds.map(write_shard, fn_kwargs={"root": config.root, "out_dir": config.out_dir(), "fmt": config.format},
                     num_cpus=0.25)
         progress = sharding.Progress("render", len(work), sum(i["take"] for i in work) * per_source)

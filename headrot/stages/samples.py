@@ -124,13 +124,15 @@ def fit_labeller(uri: str, pose_config) -> dict:
 
 
 class SampleShards:
-    """Model actor: loads the generator and the labeller once; generates one shard per call."""
+    """Model actor: loads the generator and the labeller once; generates one shard per call.
+    Built from its config alone, so callable without Ray: SampleShards(config)(batch)."""
 
-    def __init__(self, config: SamplesConfig, labeller_key: dict, torch_threads: int):
+    def __init__(self, config: SamplesConfig, torch_threads: int | None = None):
         self.config = config
         self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
             config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
-        self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+        key = labeller_config(config, self.model_config.image_size).key()
+        self.labeller = load_labeller(config.labeller_uri(), key)
         self.actor = sharding.actor_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,7 +227,7 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
         plan = sharding.plan_pool(config.max_actors)
         ds = ray.data.from_items(work, override_num_blocks=len(work))
         ds = plan.map_batches(ds, SampleShards, batch_size=1, fn_constructor_kwargs={
-            "config": config, "labeller_key": pose.key(), "torch_threads": plan.torch_threads})
+            "config": config, "torch_threads": plan.torch_threads})
         ds = ds.map(write_shard, fn_kwargs={"out_dir": out_dir}, num_cpus=0.25)
         progress = sharding.Progress("samples", len(work), sum(w["stop"] - w["start"] for w in work))
         for summary in ds.iter_rows():
