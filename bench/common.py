@@ -166,11 +166,11 @@ def random_unet(preset: str, seed: int = 0, channels_last: bool = False):
 def save_generator(root: str, preset: str, seed: int = 0) -> str:
     """A randomly initialised generator of the preset at <root>/checkpoints/generator/model.pt
     (speed does not depend on training)."""
-    from headrot import storage
+    from headrot.layout import RunLayout
     from headrot.model.checkpoint import save_model
     from headrot.model.unet import PRESETS as UNETS
 
-    uri = storage.join(root, "checkpoints", "generator", "model.pt")
+    uri = RunLayout(root).model("generator")
     save_model(uri, "generator", random_unet(preset, seed), UNETS[preset])
     return uri
 
@@ -218,9 +218,9 @@ ATTRIBUTES = ("Male", "Eyeglasses", "Smiling")
 def make_latents(root: str, n: int, size: int, n_files: int, seed: int = 0, dtype: str = "float32") -> list[str]:
     """latents/part-NNNNN.parquet under root in the embed stage's schema (random latents with a
     planted yaw slope per light), marked complete; returns the file URIs."""
-    import pyarrow as pa
-
     from headrot import storage, tables
+    from headrot.latents_schema import index_rows, latents_table
+    from headrot.layout import RunLayout
 
     rng = np.random.default_rng(seed)
     uris = []
@@ -231,27 +231,14 @@ def make_latents(root: str, n: int, size: int, n_files: int, seed: int = 0, dtyp
         light = rng.choice(["left", "center", "right"], m)
         slope = np.where(light == "left", 0.01, -0.01).reshape(-1, 1, 1, 1)
         latents = rng.standard_normal((m, 3, size, size)).astype(np.float32) + slope * yaw.reshape(-1, 1, 1, 1)
-        columns = {
-            "image_id": pa.array([f"{start + j:06d}.jpg" for j in range(m)], pa.string()),
-            "partition": pa.array(rng.integers(0, 3, m), pa.int8()),
-            "identity": pa.array(rng.integers(0, 500, m), pa.int32()),
-        }
-        for a in ATTRIBUTES:
-            columns[a] = pa.array(rng.random(m) < 0.5, pa.bool_())
-        columns["landmarks"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(rng.uniform(60, 120, m * 10).astype(np.float32)), 10)
-        columns["yaw"] = pa.array(yaw, pa.float32())
-        columns["light"] = pa.array(light.tolist(), pa.string())
-        columns["light_score"] = pa.array(np.ones(m, np.float32))
-        columns["light_source"] = pa.array(["labels"] * m, pa.string())
-        columns["latent"] = tables.tensor_column(latents.astype(dtype))
-        columns["recon_error"] = pa.array(np.zeros(m, np.float32))
-        columns["recon_psnr"] = pa.array(np.full(m, 30.0, np.float32))
-        uri = storage.join(root, "latents", f"part-{i:05d}.parquet")
-        tables.write_parquet(uri, pa.table(columns))
+        rows = index_rows([f"{start + j:06d}.jpg" for j in range(m)], rng.integers(0, 3, m), rng.integers(0, 500, m),
+                          {a: rng.random(m) < 0.5 for a in ATTRIBUTES}, rng.uniform(60, 120, (m, 10)), light)
+        table = latents_table(rows, yaw, latents, np.zeros(m), np.full(m, 30.0), dtype)
+        uri = RunLayout(root).shard(RunLayout(root).latents, f"part-{i:05d}")
+        tables.write_parquet(uri, table)
         uris.append(uri)
         start += m
-    storage.mark_complete(storage.join(root, "latents"), {"written": n, "shards": len(uris)})
+    storage.mark_complete(RunLayout(root).latents, {"written": n, "shards": len(uris)})
     return uris
 
 

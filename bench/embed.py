@@ -76,7 +76,7 @@ def plain_loop(config, threads: int) -> dict:
     rows = stage._join_labels(rows, labels)
     light_s = time.perf_counter() - start
 
-    actor = stage.EmbedShards(config, generator_uri, None, size, threads)
+    actor = stage.EmbedShards(config, threads)
     decode_s = model_s = write_s = 0.0
     written = 0
     for name, a, b in sharding.split_rows(rows.num_rows, config.shard_size):

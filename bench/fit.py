@@ -31,9 +31,10 @@ def plain_read(files: list[str]) -> float:
 
 
 def plain_fit(root: str, files: list[str]) -> dict:
-    from headrot import storage, tables
+    from headrot import tables
     from headrot import trajectories as tr
-    from headrot.stages.fit import FILE, TRAJECTORIES, lines_table, reduce_file
+    from headrot.layout import RunLayout
+    from headrot.stages.fit import lines_table, reduce_file
 
     config_bins = (-45.0, 45.0, 10.0)
     edges = tr.parse_bins(config_bins)
@@ -41,7 +42,7 @@ def plain_fit(root: str, files: list[str]) -> dict:
     merged = tr.merge([reduce_file(f, edges, ATTRS, None) for f in files])
     reduce_s = time.perf_counter() - start
     lines = tr.fit_all(merged, 50, 3)
-    tables.write_parquet(storage.join(root, TRAJECTORIES, FILE), lines_table(lines, edges))
+    tables.write_parquet(RunLayout(root).trajectories_table, lines_table(lines, edges))
     return {"seconds": time.perf_counter() - start, "reduce_s": reduce_s}
 
 

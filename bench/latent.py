@@ -15,11 +15,16 @@ gives, per method:
     psnr_gain    mean PSNR vs ground truth minus no_move's, at |delta| >= 10 (target > 0 at every
                  such delta: `beats_no_move`)
     identity     identity top-1 over all deltas (target >= 0.9)
+and, per generator, `sample_fd`: the Frechet distance between the judge's convolutional features
+(256-d, before its head) of 600 of the generator's samples and of the data set's 1,200 images
+(what FID does with Inception features, at the scale of a 32x32 synthetic set; lower is closer),
+beside `sample_fd_floor`, the same distance between two halves of the data (what no generator beats).
 
 `--grid` renders every variant of the ablation (direction source x ortho x norm x calibration)
 beside the baselines: at --limit 16 its render took 24 min on 2 cores shared with a demo run
 (plus the embed, samples and evaluate of a new root, ~8 min). A rerun with the same arguments
-reuses the complete stages of its root. Writes bench/results/latent.json.
+reuses the complete stages of its root. Writes bench/results/<name>.json (default latent.json,
+the shipped model; a candidate: --name latent-<candidate>).
 """
 from __future__ import annotations
 
@@ -75,6 +80,51 @@ def yardstick(metrics, method: str) -> dict:
     }
 
 
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets [N, D]."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * np.real(root)))
+
+
+def sample_fd(root: str, report: dict, generator: str, data: str, n: int = 600) -> dict[str, float | None]:
+    """The Frechet distance of the judge's features between n samples of `generator` and the
+    images of `data` (preprocessed like the model's input), and between two halves of the data."""
+    import torch
+
+    from headrot import storage
+    from headrot.data.images import decode_face
+    from headrot.labels.pose import PoseConfig, YawEstimator, to_model
+    from headrot.model.checkpoint import load_model
+    from headrot.model.sampler import noise_for_seeds, reverse_diffusion
+    from headrot.stages.evaluate import EvaluateConfig
+    from headrot.train.grid import to_uint8
+
+    pe, ec = report["pose_estimator"], EvaluateConfig(root=root)
+    judge = YawEstimator.load(f"{root}/report/yaw_estimator.npz", PoseConfig(
+        size=pe["image_size"], seed=pe["seed"], n_identities=ec.pose_identities, per_identity=ec.pose_per_identity,
+        n_heldout=ec.pose_heldout, epochs=ec.pose_epochs))
+    if judge is None:
+        return {"sample_fd": None, "sample_fd_floor": None}
+    model, config, _ = load_model(generator, "generator")
+    size = config.image_size
+    # Seeds far from the samples stage's and the training's draws.
+    noise = noise_for_seeds(list(range(7_000_000, 7_000_000 + n)), (3, size, size))
+    with torch.inference_mode():
+        samples = np.concatenate([to_uint8(reverse_diffusion(model, noise[s:s + 100], steps=10))
+                                  for s in range(0, n, 100)])
+        files = storage.list_files(storage.join(data, "img_align_celeba"), ".jpg")
+        real = np.stack([decode_face(storage.read_bytes(f), size) for f in files])
+        # The conv features, flattened (256-d): the 64-d layer after them has dead ReLU units.
+        features = judge.net[:-3]
+        a, b = (features(to_model(x)).numpy().astype(np.float64) for x in (samples, real))
+    return {"sample_fd": round(frechet_distance(a, b), 4),
+            "sample_fd_floor": round(frechet_distance(b[::2], b[1::2]), 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped demo model)")
@@ -83,6 +133,7 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true", help="every variant of the ablation and the baselines")
     ap.add_argument("--limit", type=int, default=None, help="sources (default: the demo's)")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--name", default="latent", help="results file name (default latent: the shipped model)")
     args = ap.parse_args()
 
     import pandas as pd
@@ -108,21 +159,27 @@ def main() -> None:
     metrics = pd.read_parquet(f"{args.root}/report/metrics.parquet")
     report = json.loads(Path(f"{args.root}/report/report.json").read_text())
     rows = {m: yardstick(metrics, m) for m in render["methods"]}
+    generator = args.generator or str(ROOT / "headrot" / "assets" / "demo_generator.pt")
+    data = config.get("data") or f"{args.root}/data"
     result = {
         "generator": args.generator or "headrot/assets/demo_generator.pt (shipped)",
         "root": args.root,
         "sources": report["summary"]["n_sources"],
         "judge": {k: report["pose_estimator"].get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},
         "labeller": report["pose_estimator"].get("labeller"),
+        "primary": (config.get("evaluate") or {}).get("primary"),
         "methods": rows,
+        **sample_fd(args.root, report, generator, data),
+        "embedding_psnr_db": report["summary"].get("embedding_psnr_db"),
         "decodes_per_render": (summary.get("render") or {}).get("decodes_per_render"),
         "seconds": round(time.time() - started, 1),
         "command": "python -m bench.latent " + " ".join(
             x for x in (f"--generator {args.generator}" if args.generator else "", f"--root {args.root}",
                         "--grid" if args.grid else (f"--methods {args.methods}" if args.methods else ""),
-                        f"--limit {args.limit}" if args.limit else "") if x),
+                        f"--limit {args.limit}" if args.limit else "",
+                        f"--name {args.name}" if args.name != "latent" else "") if x),
     }
-    common.write_result("latent", result, Path(args.results))  # prints it too
+    common.write_result(args.name, result, Path(args.results))  # prints it too
     exit_process(0)
 
 

@@ -56,7 +56,7 @@ def evaluate(data_dir: str, size: int = 32, margin: float = 5.0, seed: int = 0) 
     labeler = lightlib.LightLabeler(seed=seed).fit(feats, yaw, None)
     labels, score, source = labeler.predict(feats, yaw, None)
     t2 = time.perf_counter()
-    heur, _ = lightlib.heuristic_labels(feats, yaw, labeler.calibration_)
+    heur, _ = lightlib.heuristic_labels(feats, labeler.calibration_)
     classes = list(lightlib.LIGHT_CLASSES)
     ok = labels == truth
     away = np.abs(np.abs(azimuth) - LIGHT_RIGHT_ABOVE) > margin
@@ -74,8 +74,8 @@ def evaluate(data_dir: str, size: int = 32, margin: float = 5.0, seed: int = 0) 
         "confusion": {"classes": classes, "rows_truth_cols_pred": conf},
         "sources": {s: int(np.sum(source == s)) for s in sorted(set(source))},
         "seeds": labeler.n_seeds_,
-        "calibration": {"alpha": round(cal.alpha, 5), "beta": round(cal.beta, 6),
-                        "beta_huber_diagnostic": round(lightlib.beta_huber(feats[:, lightlib.ASYM_COL], yaw), 6),
+        "calibration": {"azimuth_offset_deg": round(cal.offset_deg, 5),
+                        "asymmetry_yaw_slope": round(lightlib.asymmetry_yaw_slope(feats[:, lightlib.ASYM_COL], yaw), 6),
                         "center_half_width": cal.center_half_width, "fitted": cal.fitted},
         "seconds": {"features": round(t1 - t0, 3), "labeler": round(t2 - t1, 3)},
     }

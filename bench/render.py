@@ -51,16 +51,15 @@ def prepare(root: str, n_sources: int, preset: str, n_files: int = 2) -> None:
 
 def plain_loop(config, threads: int) -> dict:
     """The render stage's work without Ray: RenderShards + write_shard per shard, then the sheets."""
-    from headrot import runs, storage
-    from headrot.stages.fit import TRAJECTORIES
-    from headrot.stages.render import RenderShards, labeller_key, plan_shards, write_contact_sheets, write_shard
+    from headrot import runs
+    from headrot.layout import RunLayout
+    from headrot.stages.render import RenderShards, plan_shards, write_contact_sheets, write_shard
 
     start = time.perf_counter()
     # The stage's read path: the latents files checked against latents/_SUCCESS.
-    files = runs.stage_files(storage.join(config.root, "latents"), "render", "embed", rows_key="written")
+    files = runs.stage_files(RunLayout(config.root).latents, "render", "embed", rows_key="written")
     items = plan_shards(config, files)
-    fit = storage.completion(storage.join(config.root, TRAJECTORIES))
-    actor = RenderShards(config, tuple(fit.get("attributes", ())), labeller_key(config.root), threads)
+    actor = RenderShards(config, threads)
     model_s = write_s = 0.0
     renders = 0
     for item in items:

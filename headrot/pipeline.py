@@ -17,6 +17,7 @@ from typing import Any
 
 from headrot import runs, storage
 from headrot.config import from_mapping, to_mapping
+from headrot.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def ensure_data(config: PipelineConfig) -> str:
         return config.data
     from headrot.synth.writer import write_synthetic_celeba
 
-    data = storage.join(config.out, "data")
+    data = RunLayout(config.out).data
     done = storage.completion(data)
     wanted = runs.fingerprint(config.synth)
     if done is not None and done.get("fingerprint") == wanted:
@@ -117,7 +118,7 @@ def resolve_generator(config: PipelineConfig, data: str, train_config) -> str:
     otherwise train one with Ray Train."""
     if config.generator:
         return config.generator
-    target = storage.join(config.out, "checkpoints", "generator", "model.pt")
+    target = RunLayout(config.out).model("generator")
     if storage.exists(target):
         return target
     shipped = resources.files("headrot") / "assets" / DEMO_GENERATOR
@@ -137,7 +138,7 @@ def ensure_embedder(config: PipelineConfig, data: str, stages: dict[str, Any]) -
     """Train the paper's embedder network when the embed method needs one and none is given."""
     embed = stages["embed"]
     needs = embed.method == "network" or (embed.method == "refine" and embed.refine_from == "network")
-    target = storage.join(config.out, "checkpoints", "embedder", "model.pt")
+    target = RunLayout(config.out).model("embedder")
     if not needs or embed.embedder or storage.exists(target):
         return
     from headrot.train.driver import train
@@ -154,7 +155,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     from headrot.lock import run_lock
 
     # Validate every section before the first byte (the lock included) is written.
-    stage_configs(config, config.data or storage.join(config.out, "data"), config.generator)
+    stage_configs(config, config.data or RunLayout(config.out).data, config.generator)
     with run_lock(config.out, "run"):  # one writer per run root (headrot/lock.py)
         return _run_pipeline(config)
 
@@ -167,7 +168,7 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
     started = time.time()
     # Validate every section before the first byte is written.
-    stage_configs(config, config.data or storage.join(config.out, "data"), config.generator)
+    stage_configs(config, config.data or RunLayout(config.out).data, config.generator)
     data = ensure_data(config)
     train_config = stage_configs(config, data, None)["train"]
     generator = resolve_generator(config, data, train_config)
@@ -185,7 +186,7 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     results["seconds"] = round(time.time() - started, 1)
     results["did_work"] = [name for name in ("embed", "samples", "fit", "render", "evaluate")
                            if name in results and not results[name].get("skipped")]
-    storage.write_json(storage.join(config.out, "pipeline.json"), results)
+    storage.write_json(RunLayout(config.out).pipeline_json, results)
     return results
 
 

@@ -228,6 +228,18 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return sorted(out)
 
 
+def list_dirs(uri: str, prefix: str = "") -> list[str]:
+    """Full URIs of the folders directly under `uri` whose names start with `prefix`, sorted."""
+    fs, path = filesystem(uri)
+    try:
+        entries = _retrying("listing", uri, lambda: fs.ls(path, detail=True))
+    except FileNotFoundError:
+        return []
+    scheme = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
+    names = [entry["name"].rstrip("/") for entry in entries if entry.get("type") == "directory"]
+    return sorted(scheme + n for n in names if n.rsplit("/", 1)[-1].startswith(prefix))
+
+
 # ---------------------------------------------------------------------------
 # Stage completion markers
 

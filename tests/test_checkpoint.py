@@ -110,3 +110,37 @@ def test_unloadable_extra_refused_at_save(tmp_path):
     with pytest.raises(ValueError, match="extra"):
         save_model(uri, "generator", UNet(TINY), TINY, extra={"obj": Payload()})
     assert not os.path.exists(uri)
+
+
+def test_schedule_travels_with_the_weights(tmp_path):
+    """A checkpoint records the schedule its network was trained under; the sampler uses it;
+    a checkpoint from before the schedule was saved loads with the default one."""
+    import io
+
+    from headrot.model.sampler import reverse_diffusion
+    from headrot.model.schedule import ScheduleConfig
+
+    net = trained_tiny()
+    other = ScheduleConfig(max_signal_rate=0.9, min_signal_rate=0.05)
+    uri = str(tmp_path / "model.pt")
+    save_model(uri, "generator", net, TINY, schedule=other)
+    loaded, _, _ = load_model(uri, "generator")
+    assert loaded.schedule == other
+    noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        own = reverse_diffusion(loaded, noise, steps=3)
+        torch.testing.assert_close(own, reverse_diffusion(net, noise, steps=3, schedule=other), rtol=0, atol=0)
+        assert not torch.allclose(own, reverse_diffusion(net, noise, steps=3))  # the default differs
+
+    # An old checkpoint: the same payload without the "schedule" key.
+    payload = torch.load(uri, weights_only=True)
+    del payload["schedule"]
+    old = tmp_path / "old.pt"
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    old.write_bytes(buf.getvalue())
+    loaded_old, _, _ = load_model(str(old), "generator")
+    assert loaded_old.schedule == ScheduleConfig()
+    with torch.no_grad():
+        torch.testing.assert_close(reverse_diffusion(loaded_old, noise, steps=3),
+                                   reverse_diffusion(net, noise, steps=3), rtol=0, atol=0)

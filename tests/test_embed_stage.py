@@ -92,6 +92,22 @@ def test_embed_resumes_after_a_crash_without_duplicates(ray_cluster, dataset, ge
     assert len(ids) == len(set(ids)) == N - 4
 
 
+def test_resumed_embed_draws_the_mean_faces_of_every_image(ray_cluster, dataset, generator_ckpt, tmp_path):
+    """The figure comes from every shard's stored sums, not from the shards this run redid."""
+    out = tmp_path / "run"
+    whole = run_embed(_config(dataset, out, generator_ckpt))
+    figure = (out / "report" / "mean_faces.png").read_bytes()
+    assert whole["mean_faces"] == {"images": N - 4, "shards_without_sums": 0}
+    # An interrupted run: two shards written, the other two and _SUCCESS not.
+    for name in ("part-00002.parquet", "part-00003.parquet", "_SUCCESS"):
+        (out / "latents" / name).unlink()
+    (out / "report" / "mean_faces.png").unlink()
+    resumed = run_embed(_config(dataset, out, generator_ckpt))
+    assert resumed["shards_this_run"] == 2
+    assert resumed["mean_faces"] == {"images": N - 4, "shards_without_sums": 0}
+    assert (out / "report" / "mean_faces.png").read_bytes() == figure
+
+
 def test_embed_refuses_other_inputs_in_the_same_root(ray_cluster, dataset, generator_ckpt, tmp_path):
     out = tmp_path / "run"
     run_embed(_config(dataset, out, generator_ckpt, limit=16))

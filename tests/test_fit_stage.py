@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from headrot import storage, tables
+from headrot.latents_schema import index_rows, latents_table
 from headrot.stages.fit import FitConfig, run_fit
 
 pytestmark = pytest.mark.slow
@@ -16,30 +17,16 @@ ATTRIBUTES = ("Male", "Eyeglasses", "Smiling")
 
 
 def planted_rows(n=400, seed=0, size=SIZE):
-    """A latents table (CONTRACTS.md columns) whose latents are planted lines in yaw, one per light."""
+    """A latents table (headrot.latents_schema) whose latents are planted lines in yaw, one per light."""
     rng = np.random.default_rng(seed)
     yaw = rng.uniform(-44, 44, n).astype(np.float32)
     light = rng.choice(["left", "right"], n)
     slope = np.array([SLOPES[l] for l in light]).reshape(-1, 1, 1, 1)
     base = rng.normal(size=(1, 3, size, size)) * 0.5
     latents = (base + slope * yaw.reshape(-1, 1, 1, 1) + rng.normal(size=(n, 3, size, size)) * 0.01)
-    columns = {
-        "image_id": pa.array([f"{i:06d}.jpg" for i in range(n)], pa.string()),
-        "partition": pa.array(rng.integers(0, 3, n), pa.int8()),
-        "identity": pa.array(rng.integers(0, 50, n), pa.int32()),
-    }
-    for a in ATTRIBUTES:
-        columns[a] = pa.array(rng.random(n) < 0.5, pa.bool_())
-    columns["landmarks"] = pa.FixedSizeListArray.from_arrays(
-        pa.array(rng.uniform(60, 120, n * 10).astype(np.float32)), 10)
-    columns["yaw"] = pa.array(yaw, pa.float32())
-    columns["light"] = pa.array(light.tolist(), pa.string())
-    columns["light_score"] = pa.array(np.ones(n, np.float32))
-    columns["light_source"] = pa.array(["labels"] * n, pa.string())
-    columns["latent"] = tables.tensor_column(latents.astype(np.float32))
-    columns["recon_error"] = pa.array(np.zeros(n, np.float32))
-    columns["recon_psnr"] = pa.array(np.full(n, 30.0, np.float32))
-    return pa.table(columns)
+    rows = index_rows([f"{i:06d}.jpg" for i in range(n)], rng.integers(0, 3, n), rng.integers(0, 50, n),
+                      {a: rng.random(n) < 0.5 for a in ATTRIBUTES}, rng.uniform(60, 120, (n, 10)), light)
+    return latents_table(rows, yaw, latents, np.zeros(n), np.full(n, 30.0))
 
 
 def write_latents(root: str, table: pa.Table, n_files: int, seed: int = 0) -> None:

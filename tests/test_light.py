@@ -74,9 +74,9 @@ def test_sign_convention():
     feats, yaw = _features(images, marks)
     # Light at the image's left -> the image's left half brighter -> positive asymmetry -> 'left'.
     assert feats[0, L.ASYM_COL] > 0 > feats[2, L.ASYM_COL]
-    cal = L.calibrate(feats[:, L.PHYS_COL] * 30, yaw)  # 3 rows: the default calibration
+    cal = L.calibrate(feats[:, L.PHYS_COL] * 30)  # 3 rows: the default calibration
     assert not cal.fitted
-    labels, _ = L.heuristic_labels(feats, yaw, cal)
+    labels, _ = L.heuristic_labels(feats, cal)
     assert list(labels) == ["left", "center", "right"]
     labels, _, source = L.LightLabeler().fit(feats, yaw, None).predict(feats, yaw, None)
     assert list(labels) == ["left", "center", "right"] and set(source) == {"heuristic"}
@@ -88,7 +88,7 @@ def test_yaw_is_corrected():
     rows = [_as_stage(*render_face(p, yaw, 0.0)) for yaw in (-30.0, 30.0)]
     feats, yaw = _features(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
     assert feats[1, L.ASYM_COL] - feats[0, L.ASYM_COL] > 0.2  # yaw alone moves the raw asymmetry
-    labels, _ = L.heuristic_labels(feats, yaw, L.calibrate(feats[:, L.PHYS_COL] * 30, yaw))
+    labels, _ = L.heuristic_labels(feats, L.calibrate(feats[:, L.PHYS_COL] * 30))
     assert list(labels) == ["center", "center"]
 
 

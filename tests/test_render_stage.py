@@ -122,3 +122,20 @@ def test_trajectory_index_walks_absent_groups(ray_cluster, tmp_path):
     assert fallback == "none" and key == "light_conditioned/left|Male=1"
     _, fallback, key = index.resolve("light_conditioned", "left", "center", (True,))
     assert fallback == "drop:Male,light" and key == "light_conditioned/any|"
+
+
+def test_render_actor_is_callable_without_ray(tmp_path):
+    """The model actor is built from its config alone and renders a shard in this process."""
+    from headrot.stages.render import RenderShards
+
+    root = str(tmp_path / "run")
+    make_run(root)
+    config = RenderConfig(root=root, deltas=(-10, 0, 10), split="all", methods=("headrot", "no_move"), steps=2)
+    latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
+    out = RenderShards(config)({"latents_uri": [latents], "take": [4], "shard": ["part-00000"]})
+    n, size = int(out["n"][0]), int(out["size"][0])
+    assert n == 4 * 2 * 3 and size == 16
+    assert len(out["images"][0]) == n * size * size * 3
+    meta = tables.from_ipc(out["meta"][0])
+    assert Counter(meta.column("method").to_pylist()) == {"headrot": 12, "no_move": 12}
+    assert sorted(set(meta.column("delta").to_pylist())) == [-10, 0, 10]

@@ -115,7 +115,7 @@ def test_train_generator_crash_resume_export(ray_cluster, tmp_path):
 
     from headrot.model.checkpoint import load_model
     from headrot.model.sampler import noise_for_seeds, reverse_diffusion
-    from headrot.train.driver import train
+    from headrot.train.driver import export_latest, train
     from headrot.train.loop import load_state, state_checksum
 
     images = _constant_images(128)
@@ -138,6 +138,15 @@ def test_train_generator_crash_resume_export(ray_cluster, tmp_path):
     assert checkpoints[-1] == "checkpoint_epoch0002_step00000016"
     saved = load_state(os.path.join(kind_dir, checkpoints[-1]))
     assert not os.path.exists(os.path.join(kind_dir, "model.pt"))
+    # A stopped run's newest EMA weights can be exported as they are (to measure or ship them).
+    exported = export_latest(root, "generator", str(tmp_path / "epoch2.pt"))
+    assert exported["epoch"] == 2 and exported["checkpoint"] == checkpoints[-1]
+    model, _, extra = load_model(exported["model"], "generator")
+    assert extra["step"] == 16
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved["ema"][name]), name
+    with pytest.raises(ValueError, match="no checkpoint_epoch"):
+        export_latest(str(tmp_path / "empty"), "generator", str(tmp_path / "none.pt"))
 
     # 2. the same command again resumes from step 16 with the optimizer state it saved
     result = train(config, "unused", root, dataset=dataset)

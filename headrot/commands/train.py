@@ -15,7 +15,7 @@ from headrot.config import to_mapping
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["generator", "embedder"], help="which network to train")
-    parser.add_argument("--data", required=True, help="CelebA-layout dataset root (local path or s3://)")
+    parser.add_argument("--data", help="CelebA-layout dataset root (local path or s3://); required to train")
     parser.add_argument("--out", required=True, help="run root (local path or s3://); writes checkpoints/<kind>/")
     parser.add_argument("--config", help="YAML file with TrainConfig keys (flags override it)")
     parser.add_argument("--preset", help="model preset: paper, demo or tiny")
@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=int, help="automatic restarts within one run (-1: forever)")
     parser.add_argument("--generator", help="embedder: generator model.pt (default <out>/checkpoints/generator/model.pt)")
     parser.add_argument("--init-from", help="a model.pt of the same network to start a fresh run from (warm start)")
+    parser.add_argument("--export-latest", metavar="PATH",
+                        help="no training: write the EMA weights of the newest checkpoint under "
+                             "<out>/checkpoints/<kind>/ to PATH (a model.pt), e.g. of a run still going")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -46,6 +49,13 @@ _FLAGS = (
 def main(args: argparse.Namespace) -> int:
     from headrot.train.config import load_config
 
+    if args.export_latest:
+        from headrot.train.driver import export_latest
+
+        print(json.dumps(export_latest(args.out, args.kind, args.export_latest), indent=2))
+        return 0
+    if not args.data:
+        raise ValueError("train: --data is required to train (the CelebA-layout dataset root)")
     overrides = {name: getattr(args, name) for name in _FLAGS}
     overrides["kind"] = args.kind
     config = load_config(args.config, overrides)

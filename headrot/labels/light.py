@@ -21,14 +21,14 @@ lit one; yaw > 0 = the nose points toward the image's right. The asymmetry is
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-try:  # one definition of the classes for the whole project
-    from headrot.data.celeba_text import LIGHT_CLASSES
-except Exception:  # pragma: no cover - keeps this module importable on its own
-    LIGHT_CLASSES = ("left", "center", "right")
+from headrot.data.celeba_text import LIGHT_CLASSES  # one definition of the classes for the whole project
+
+log = logging.getLogger(__name__)
 
 LEFT, CENTER, RIGHT = LIGHT_CLASSES
 
@@ -229,10 +229,11 @@ def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -
     (CelebA column order); yaw: degrees [N] (NaN allowed: it becomes 0).
     Columns (FEATURE_NAMES): the luminance grid divided by the face's mean
     luminance (exposure and skin tone cancel), the (left - right) / (left + right)
-    asymmetry of every mirrored pair of grid cells, the heuristic's raw
-    asymmetry (not yet yaw-corrected: that needs the whole data set, see
-    LightLabeler) and yaw / 30. Never raises on odd rows (black images, missing
-    landmarks): they get finite, uninformative values.
+    asymmetry of every mirrored pair of grid cells, the inner cells' raw
+    asymmetry (the first heuristic, kept as a feature), yaw / 30, and the physical
+    heuristic's azimuth / 30 and fit loss (`physical_azimuth`; its data-set offset is
+    removed later, by `calibrate`, which needs every row). Never raises on odd rows
+    (black images, missing landmarks): they get finite, uninformative values.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -259,13 +260,11 @@ def light_features(images: np.ndarray, landmarks: np.ndarray, yaw: np.ndarray) -
 # ---------------------------------------------------------------------------
 # The heuristic: the physical azimuth, recentred on the data set
 #
-# History: the first heuristic was the inner cells' asymmetry (raw_asymmetry), corrected for yaw linearly
-# (azimuth ~ yaw - (asymmetry - alpha) / beta). It saturates: strong side light
-# on a head turned the other way leaves both inner cheeks dark and reads
-# 'center' (heuristic 78.5 %, labeler 77.4 % on 5,000 synthetic faces). The
-# heuristic is now `physical_azimuth` (92 %); the asymmetry stays a feature.
-DEFAULT_ALPHA = 0.0
-DEFAULT_BETA = 0.0065          # (historical) asymmetry per degree of (yaw - azimuth) near the centre class
+# History: the first heuristic was the inner cells' asymmetry (raw_asymmetry), corrected for yaw
+# linearly (azimuth ~ yaw - (asymmetry - offset) / slope). It saturates: strong side light on a
+# head turned the other way leaves both inner cheeks dark and reads 'center' (heuristic 78.5 %,
+# labeler 77.4 % on 5,000 synthetic faces). The heuristic is now `physical_azimuth` (92 %), which
+# takes the yaw into its model; the asymmetry stays a feature.
 CENTER_HALF_WIDTH_DEG = 20.0   # |azimuth| below this is 'center' (headrot.synth's truth threshold)
 SEED_MARGIN_DEG = 6.0          # heuristic seeds only this far (or more) from a class boundary
 SEED_LOSS_QUANTILE = 0.7       # ... and only among this share of rows best fitted by the physical model
@@ -273,11 +272,10 @@ MIN_FIT_ROWS = 40              # fewer rows: default calibration, heuristic labe
 
 
 @dataclass(frozen=True)
-class Calibration:
-    alpha: float
-    beta: float
-    center_half_width: float
-    fitted: bool               # False: the synthetic defaults were used
+class AzimuthCalibration:
+    offset_deg: float          # the data set's median physical azimuth, subtracted from every row's
+    center_half_width: float   # |azimuth| below this (degrees) is 'center'
+    fitted: bool               # False: too few rows, no offset removed
 
 
 def _huber_line(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[float, float]:
@@ -289,45 +287,46 @@ def _huber_line(x: np.ndarray, y: np.ndarray, epsilon: float = 1.35) -> tuple[fl
     return float(h.intercept_), float(h.coef_[0]) / sx
 
 
-def calibrate(azimuth: np.ndarray, yaw: np.ndarray, center_half_width: float = CENTER_HALF_WIDTH_DEG) -> Calibration:
-    """The data set's azimuth offset alpha (degrees): the median of the physical azimuths.
+def calibrate(azimuth: np.ndarray, center_half_width: float = CENTER_HALF_WIDTH_DEG) -> AzimuthCalibration:
+    """The data set's azimuth offset (degrees): the median of the physical azimuths.
 
     azimuth: the physical heuristic's azimuths in degrees (features[:, PHYS_COL] * 30).
     Over a data set whose light is not biased to one side, the median azimuth is
     ~0; a constant offset (a camera or alignment bias: on the synthetic set the
     half-pixel convention of the crop's landmarks shifts it by ~-5 degrees) is
-    removed. beta is kept at 1 (the azimuth is already in degrees). Fewer than
-    MIN_FIT_ROWS rows: no offset.
+    removed. The yaw needs no correction here: `physical_azimuth` models the turned head.
+    Fewer than MIN_FIT_ROWS rows: no offset.
     """
-    ok = np.isfinite(azimuth)
-    a = np.asarray(azimuth, np.float64)[ok]
+    a = np.asarray(azimuth, np.float64)
+    a = a[np.isfinite(a)]
     if a.size < MIN_FIT_ROWS:
-        return Calibration(DEFAULT_ALPHA, 1.0, center_half_width, False)
-    alpha = float(np.median(a))
-    return Calibration(alpha if np.isfinite(alpha) else DEFAULT_ALPHA, 1.0, center_half_width, True)
+        return AzimuthCalibration(0.0, center_half_width, False)
+    return AzimuthCalibration(float(np.median(a)), center_half_width, True)
 
 
-def beta_huber(asym: np.ndarray, yaw: np.ndarray) -> float:
-    """Diagnostic: the robust (Huber) slope of asymmetry on yaw over a data set (NaN if unfit)."""
+def asymmetry_yaw_slope(asym: np.ndarray, yaw: np.ndarray) -> float:
+    """Diagnostic (bench.light): the robust (Huber) slope of the inner cells' asymmetry on yaw
+    over a data set, what the first heuristic divided by (NaN if unfit)."""
     ok = np.isfinite(asym) & np.isfinite(yaw)
     if ok.sum() < MIN_FIT_ROWS or np.std(np.asarray(yaw)[ok]) < 3.0:
         return float("nan")
     return _huber_line(np.asarray(yaw, np.float64)[ok], np.asarray(asym, np.float64)[ok])[1]
 
 
-def heuristic_azimuth(features: np.ndarray, yaw: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Estimated light azimuth in degrees (< 0: light at the image's left), from the features."""
+def heuristic_azimuth(features: np.ndarray, cal: AzimuthCalibration) -> np.ndarray:
+    """Estimated light azimuth in degrees (< 0: light at the image's left): the physical
+    azimuth of the features less the data set's offset."""
     f = np.asarray(features, dtype=np.float64)
-    return f[:, PHYS_COL] * 30.0 - cal.alpha
+    return f[:, PHYS_COL] * 30.0 - cal.offset_deg
 
 
 def classes_from_azimuth(az: np.ndarray, center_half_width: float) -> np.ndarray:
     return np.where(az < -center_half_width, LEFT, np.where(az > center_half_width, RIGHT, CENTER)).astype(object)
 
 
-def heuristic_labels(features: np.ndarray, yaw: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, confidence in [1/3, 1]) from the yaw-corrected asymmetry alone."""
-    az = heuristic_azimuth(features, yaw, cal)
+def heuristic_labels(features: np.ndarray, cal: AzimuthCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, confidence in [1/3, 1]) from the heuristic azimuth alone."""
+    az = heuristic_azimuth(features, cal)
     labels = classes_from_azimuth(az, cal.center_half_width)
     dist = np.abs(np.abs(az) - cal.center_half_width)  # degrees to the nearest class boundary
     conf = 1.0 / 3.0 + (2.0 / 3.0) * (1.0 - np.exp(-dist / SEED_MARGIN_DEG))
@@ -361,7 +360,7 @@ def _clean_known(known_labels, n: int) -> np.ndarray:
 class LightLabeler:
     """Light direction classes for a whole data set (fit and predict on the same rows).
 
-    fit: calibrate the yaw correction on all rows; calibrate the centre class's
+    fit: remove the data set's azimuth offset (all rows); calibrate the centre class's
     half-width from the user's labels when they cover enough rows of at least two
     classes; seed with the user's labels plus the heuristic's confident rows
     (>= SEED_MARGIN_DEG from a class boundary, among the SEED_LOSS_QUANTILE
@@ -377,7 +376,8 @@ class LightLabeler:
         self.seed = int(seed)
         self.center_half_width = float(center_half_width)
         self.seed_margin = float(seed_margin)
-        self.calibration_: Calibration | None = None
+        self.calibration_: AzimuthCalibration | None = None
+        self.fallback_reason_: str | None = None  # why predict gives heuristic labels, if it does
         self.classifier_ = None
         self.n_seeds_: dict[str, int] = {}
 
@@ -385,7 +385,7 @@ class LightLabeler:
 
     def _design(self, features: np.ndarray, yaw: np.ndarray) -> np.ndarray:
         """Classifier inputs: the features, the heuristic azimuth and its yaw interaction."""
-        az = heuristic_azimuth(features, yaw, self.calibration_) / 30.0
+        az = heuristic_azimuth(features, self.calibration_) / 30.0
         y = np.nan_to_num(np.asarray(yaw, np.float64).reshape(len(features)), nan=0.0) / 30.0
         return np.concatenate([np.asarray(features, np.float64), az[:, None], (az * y)[:, None]], axis=1)
 
@@ -395,7 +395,7 @@ class LightLabeler:
         classes = set(known[have])
         if have.sum() < 10 or len(classes) < 2:
             return self.center_half_width
-        az = heuristic_azimuth(features[have], yaw[have], self.calibration_)
+        az = heuristic_azimuth(features[have], self.calibration_)
         grid = np.arange(2.0, 60.5, 0.5)
         agree = [np.mean(classes_from_azimuth(az, w) == known[have]) for w in grid]
         best = grid[np.flatnonzero(np.asarray(agree) == np.max(agree))]
@@ -408,15 +408,16 @@ class LightLabeler:
         n = f.shape[0]
         y = np.asarray(yaw, dtype=np.float64).reshape(n)
         known = _clean_known(known_labels, n)
-        self.calibration_ = calibrate(f[:, PHYS_COL] * 30.0 if n else np.zeros(0), y, self.center_half_width)
+        self.calibration_ = calibrate(f[:, PHYS_COL] * 30.0 if n else np.zeros(0), self.center_half_width)
         width = self._calibrate_half_width(f, y, known)
         cal = self.calibration_
-        self.calibration_ = Calibration(cal.alpha, cal.beta, width, cal.fitted)
+        self.calibration_ = AzimuthCalibration(cal.offset_deg, width, cal.fitted)
         self.classifier_ = None
         if n < MIN_FIT_ROWS:
+            self.fallback_reason_ = f"{n} rows, fewer than {MIN_FIT_ROWS}"
             return self
 
-        az = heuristic_azimuth(f, y, self.calibration_)
+        az = heuristic_azimuth(f, self.calibration_)
         dist = np.abs(az) - width  # > 0 outside the centre band
         # Seeds: far from a class boundary AND well explained by the shading model (the
         # SEED_LOSS_QUANTILE best-fitting rows: hair over the face, glasses or odd albedo fit worse).
@@ -430,6 +431,7 @@ class LightLabeler:
         self.n_seeds_ = {c: int(np.sum(seeds == c)) for c in LIGHT_CLASSES}
         present = [c for c in LIGHT_CLASSES if self.n_seeds_[c] >= 2]
         if len(present) < 2 or sum(self.n_seeds_.values()) < MIN_FIT_ROWS // 2:
+            self.fallback_reason_ = f"too few confident seeds {self.n_seeds_}"
             return self
 
         from sklearn.linear_model import LogisticRegression
@@ -442,7 +444,11 @@ class LightLabeler:
         clf = SelfTrainingClassifier(base, threshold=0.9, max_iter=3)
         try:
             clf.fit(self._design(f, y), target)
-        except Exception:  # e.g. a degenerate solver failure: heuristic labels instead
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            # A degenerate solve (e.g. seeds of one class left after self-training): the heuristic
+            # labels are still sound, so the stage goes on with them, and says so.
+            self.fallback_reason_ = f"classifier fit failed: {exc}"
+            log.warning("light labels: %s; using the heuristic's labels", self.fallback_reason_)
             return self
         self.classifier_ = clf
         return self
@@ -464,7 +470,7 @@ class LightLabeler:
             score = proba.max(axis=1)
             source = np.full(n, "classifier", dtype=object)
         else:
-            labels, score = heuristic_labels(f, y, self.calibration_)
+            labels, score = heuristic_labels(f, self.calibration_)
             source = np.full(n, "heuristic", dtype=object)
         have = known != ""
         labels[have] = known[have]

@@ -1,7 +1,14 @@
 """Model checkpoints: one torch.save'd dict that rebuilds its network alone (nanoGPT's habit).
 
     {"format": "headrot/1", "kind": "generator" | "embedder",
-     "model_config": asdict(UNetConfig), "state_dict": ..., "extra": {...}}
+     "model_config": asdict(UNetConfig), "schedule": asdict(ScheduleConfig),
+     "state_dict": ..., "extra": {...}}
+
+The diffusion schedule travels with the weights, because a network predicts noise only
+for the schedule it was trained under: the loaded model carries it as `model.schedule`,
+and the sampler and the inversion use it (headrot.model.sampler.trained_schedule).
+Checkpoints written before the schedule was saved load with the default schedule, the
+only one headrot has trained with.
 
 Local paths and s3:// URIs alike (headrot.storage). Loading uses
 torch.load(weights_only=True): a checkpoint is data, never code, so a file that
@@ -19,6 +26,7 @@ from torch import nn
 
 from headrot import storage
 from headrot.config import from_mapping
+from headrot.model.schedule import ScheduleConfig
 from headrot.model.unet import UNet, UNetConfig
 
 FORMAT = "headrot/1"
@@ -51,7 +59,8 @@ def _check_kind(kind: str, config: UNetConfig, where: str) -> None:
         )
 
 
-def save_model(uri: str, kind: str, model: nn.Module, config: UNetConfig, extra: dict | None = None) -> None:
+def save_model(uri: str, kind: str, model: nn.Module, config: UNetConfig, extra: dict | None = None,
+               schedule: ScheduleConfig | None = None) -> None:
     """Write `model` (UNet(config), possibly DDP- or compile-wrapped) with its config and `extra`.
 
     `extra` must hold only plain data (numbers, strings, lists, dicts, tensors), since
@@ -64,6 +73,8 @@ def save_model(uri: str, kind: str, model: nn.Module, config: UNetConfig, extra:
         "format": FORMAT,
         "kind": kind,
         "model_config": dataclasses.asdict(config),
+        # The schedule the network was trained under (default: ScheduleConfig(), what train uses).
+        "schedule": dataclasses.asdict(schedule or getattr(model, "schedule", None) or ScheduleConfig()),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
@@ -133,5 +144,8 @@ def load_model(uri: str, kind: str, map_location: Any = "cpu") -> tuple[UNet, UN
         ) from None
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
+    schedule = payload.get("schedule")
+    model.schedule = ScheduleConfig() if schedule is None else \
+        from_mapping(ScheduleConfig, schedule, where=f"checkpoint {uri} schedule")
     extra = payload.get("extra") or {}
     return model.eval(), config, extra

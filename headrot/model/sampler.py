@@ -40,6 +40,11 @@ def _rates(t: float, n: int, like: torch.Tensor, schedule: ScheduleConfig | None
     return diffusion_schedule(times, schedule)
 
 
+def trained_schedule(net: Net) -> ScheduleConfig | None:
+    """The schedule a network loaded by checkpoint.load_model was trained with (None: the default)."""
+    return getattr(net, "schedule", None)
+
+
 def _check_steps(steps: int) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -59,6 +64,7 @@ def reverse_diffusion(
     x_0 estimate (made at t = 1/steps), not the re-noised image at t = 0.
     """
     _check_steps(steps)
+    schedule = schedule or trained_schedule(net)
     n = initial_noise.shape[0]
     step_size = 1.0 / steps
     next_noisy_images = initial_noise
@@ -110,6 +116,7 @@ def ddim_inversion(
     image range with (2, 0), ~1% with (5, 2)); `embedding`'s "refine" closes the gap.
     """
     _check_steps(steps)
+    schedule = schedule or trained_schedule(net)
     if fixed_point_iterations < 0 or step_iterations < 0:
         raise ValueError(
             f"fixed_point_iterations and step_iterations must be >= 0, got "

@@ -6,7 +6,9 @@
 One Ray Data row per shard (see sharding.py): the shard's index rows travel as
 Arrow IPC bytes and its images as one uint8 buffer, so no block boundary Ray
 chooses can split a shard. Each shard writes latents/part-NNNNN.parquet and
-rejected/embed-part-NNNNN.parquet; a resumed stage redoes only missing shards.
+rejected/embed-part-NNNNN.parquet, and the shard's sums of the mean-face figure
+(latents/_mean_faces/part-NNNNN.npz, before its latents file); a resumed stage redoes only
+missing shards and draws the figure from every shard's sums, not only this run's.
 """
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ from headrot.data import celeba_text
 from headrot.data.dataset import decode_batch, select_rows
 from headrot.data.images import central_square
 from headrot.data.index import Index, read_index
+from headrot.latents_schema import latents_table
+from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.stages import sharding
+from headrot.stages.protocol import Stage, run_stage
 
 log = logging.getLogger(__name__)
 
 STAGE = "embed"
-LATENTS = "latents"
-LABELS = "labels"
 # The aligned CelebA frame the landmarks refer to.
 ALIGNED_SIZE = (178, 218)
 
@@ -70,10 +73,10 @@ class EmbedConfig:
 
 
 def resolve_checkpoints(config: EmbedConfig) -> tuple[str, str | None]:
-    generator = config.generator or storage.join(config.out, "checkpoints", "generator", "model.pt")
+    generator = config.generator or RunLayout(config.out).model("generator")
     embedder = None
     if config.method == "network" or (config.method == "refine" and config.refine_from == "network"):
-        embedder = config.embedder or storage.join(config.out, "checkpoints", "embedder", "model.pt")
+        embedder = config.embedder or RunLayout(config.out).model("embedder")
     for what, uri in (("generator", generator), ("embedder", embedder)):
         if uri is not None and not storage.exists(uri):
             raise ValueError(
@@ -172,21 +175,22 @@ def prepare_shard(row: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 class EmbedShards:
-    """Model actor: loads the networks once, embeds one shard per call (batch_size=1)."""
+    """Model actor: loads the networks once, embeds one shard per call (batch_size=1). Built from
+    its config alone, so callable without Ray: EmbedShards(config)(batch)."""
 
-    def __init__(self, config: EmbedConfig, generator_uri: str, embedder_uri: str | None,
-                 size: int, torch_threads: int):
+    def __init__(self, config: EmbedConfig, torch_threads: int | None = None):
         import torch
 
         from headrot.model.accel import Inference, probe_batch_size
         from headrot.model.checkpoint import load_model
 
+        generator_uri, embedder_uri = resolve_checkpoints(config)
         sharding.set_torch_threads(torch_threads)
         self.config = config
-        self.size = size
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.acc = Inference.for_device(self.device, config.precision, config.compile)
-        generator, _, _ = load_model(generator_uri, "generator", map_location=self.device)
+        generator, generator_config, _ = load_model(generator_uri, "generator", map_location=self.device)
+        self.size = size = generator_config.image_size
         self.generator = self.acc.prepare(generator)
         self.calls = 0
         self.actor = sharding.actor_name()
@@ -201,8 +205,6 @@ class EmbedShards:
             probe_batch_size(self.generator, self.acc, size, config.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         from headrot.model.embedding import embed, psnr
 
         self.calls += 1
@@ -259,33 +261,63 @@ def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) ->
     kept = rows.filter(pa.array(good)) if n else rows
     marks = _landmarks(kept) if kept.num_rows else np.zeros((0, 10), np.float32)
     yaw = yaw_from_landmarks(marks).astype(np.float32) if kept.num_rows else np.zeros(0, np.float32)
-    out = kept.drop_columns([c for c in ("path", "light_label") if c in kept.column_names])
-    out = out.append_column("yaw", pa.array(yaw, pa.float32()))
-    out = out.append_column("latent", tables.tensor_column(latents.astype(latent_dtype)))
-    out = out.append_column("recon_error", pa.array(np.frombuffer(row["recon_error"], np.float32), pa.float32()))
-    out = out.append_column("recon_psnr", pa.array(np.frombuffer(row["recon_psnr"], np.float32), pa.float32()))
+    out = latents_table(kept, yaw, latents, np.frombuffer(row["recon_error"], np.float32),
+                        np.frombuffer(row["recon_psnr"], np.float32), latent_dtype)
     bad = [(rows.column("image_id")[i].as_py(), reasons[i]) for i in np.flatnonzero(~good)]
+    layout = RunLayout(root)
     rejects.write_rejected(root, STAGE, row["shard"],
                            {"image_id": [b[0] for b in bad], "reason": [b[1] for b in bad]})
+    sums, counts = mean_face_sums(images[good], kept.column("light").to_pylist() if kept.num_rows else [], yaw)
+    write_mean_face_sums(layout.mean_face_sums(row["shard"]), sums, counts)
     # The latents file last: a shard whose file exists is done (sharding.pending), so its
-    # rejections must already be there when a kill lands between the two writes.
-    tables.write_parquet(storage.join(root, LATENTS, f"{row['shard']}.parquet"), out)
-    # Mean-face sums per (light, yaw bin), for the paper's figure.
-    lights = kept.column("light").to_pylist() if kept.num_rows else []
-    bins = np.digitize(yaw, MEAN_FACE_EDGES[1:-1])
-    sums = np.zeros((3, len(MEAN_FACE_EDGES) - 1, size, size, 3), dtype=np.float64)
-    counts = np.zeros((3, len(MEAN_FACE_EDGES) - 1), dtype=np.int64)
-    good_images = images[good]
-    for i, light in enumerate(lights):
-        li = celeba_text.LIGHT_CLASSES.index(light)
-        sums[li, bins[i]] += good_images[i]
-        counts[li, bins[i]] += 1
+    # rejections and mean-face sums must already be there when a kill lands between the writes.
+    tables.write_parquet(layout.shard(layout.latents, row["shard"]), out)
     return {
         "shard": row["shard"], "rows": n, "written": int(out.num_rows),
         "rejected": json_counter(Counter(r.split(":")[0] for r in reasons if r)),
-        "mean_face_sums": sums.tobytes(), "mean_face_counts": counts.tobytes(),
         "busy": row.get("busy", "{}"),
     }
+
+
+# ---------------------------------------------------------------------------
+# The mean-face figure (the paper's): sums per (light class, yaw bin), per shard
+
+
+def mean_face_sums(images: np.ndarray, lights: list[str], yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sums [L, B, S, S, 3] float64, counts [L, B]) of the images by light class and yaw bin."""
+    size = images.shape[1] if len(images) else 0
+    bins = np.digitize(yaw, MEAN_FACE_EDGES[1:-1])
+    sums = np.zeros((3, len(MEAN_FACE_EDGES) - 1, size, size, 3), dtype=np.float64)
+    counts = np.zeros((3, len(MEAN_FACE_EDGES) - 1), dtype=np.int64)
+    for i, light in enumerate(lights):
+        li = celeba_text.LIGHT_CLASSES.index(light)
+        sums[li, bins[i]] += images[i]
+        counts[li, bins[i]] += 1
+    return sums, counts
+
+
+def write_mean_face_sums(uri: str, sums: np.ndarray, counts: np.ndarray) -> None:
+    # float32 holds a shard's integer sums exactly (< 2**24 = 65,793 images of 255); compressed,
+    # because most (light, bin) cells of a shard are empty.
+    buf = io.BytesIO()
+    np.savez_compressed(buf, sums=sums.astype(np.float32), counts=counts)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def read_mean_face_sums(layout: RunLayout, shards: list[str], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The sums over every planned shard, whoever wrote it; and the shards without sums (written
+    by a headrot that kept none: the figure then says how many images it leaves out)."""
+    n_bins = len(MEAN_FACE_EDGES) - 1
+    sums, counts = np.zeros((3, n_bins, size, size, 3)), np.zeros((3, n_bins), np.int64)
+    missing = []
+    for shard in shards:
+        try:
+            with np.load(io.BytesIO(storage.read_bytes(layout.mean_face_sums(shard))), allow_pickle=False) as f:
+                sums += f["sums"]
+                counts += f["counts"]
+        except FileNotFoundError:
+            missing.append(shard)
+    return sums, counts, missing
 
 
 def json_counter(counter: Counter) -> str:
@@ -309,13 +341,6 @@ def _data_fingerprint(data: str, light_labels: str | None) -> str:
 @locked(lambda config: config.out, STAGE)   # one writer per run root (headrot/lock.py)
 def run_embed(config: EmbedConfig) -> dict[str, Any]:
     """Run (or resume) the embed stage; returns its summary (also in latents/_SUCCESS)."""
-    import ray
-
-    from headrot.model.checkpoint import load_model
-
-    started = time.time()
-    root = config.out
-    latents_dir = storage.join(root, LATENTS)
     generator_uri, embedder_uri = resolve_checkpoints(config)
     digest = runs.fingerprint({
         "data": _data_fingerprint(config.data, config.light_labels),
@@ -324,54 +349,60 @@ def run_embed(config: EmbedConfig) -> dict[str, Any]:
         "config": {k: v for k, v in to_mapping(config).items()
                    if k not in ("out", "max_actors", "batch_size", "fail_after_shards", "compile")},
     })
-    runs.claim_stage(root, STAGE, digest, to_mapping(config), latents_dir)
-    skipped = runs.completed(STAGE, latents_dir, digest, "written", "rows written")
-    if skipped is not None:
-        return skipped
+    # No `pending` here: the shards come from the index, read only when there is work to do.
+    stage = Stage(STAGE, config.out, RunLayout(config.out).latents, digest, to_mapping(config),
+                  "written", "rows written")
+    return run_stage(stage, lambda: _embed(config, generator_uri))
 
-    _, model_config, _ = load_model(generator_uri, "generator")
-    size = model_config.image_size
 
+def _embed(config: EmbedConfig, generator_uri: str) -> dict[str, Any]:
+    """The work: the index, the light pass, the pipeline over the missing shards; the summary."""
+    from headrot.model.checkpoint import load_model
+
+    started = time.time()
+    layout = RunLayout(config.out)
+    size = load_model(generator_uri, "generator")[1].image_size
     # Index: text-level rejections are written once, before any image work.
     index: Index = read_index(config.data, light_labels=config.light_labels)
-    rejects.write_rejected(root, "read", "index", index.rejected)
-    rows = select_rows(index, config.partitions, config.limit)
-    rows = rows.sort_by("image_id")
+    rejects.write_rejected(config.out, "read", "index", index.rejected)
+    rows = select_rows(index, config.partitions, config.limit).sort_by("image_id")
     log.info("embed: %d rows to embed (%d rejected by the index) from %s",
              rows.num_rows, index.n_rejected, runs.redact_uri(config.data))
-
     # Light labels: one classifier over the whole selection, kept beside the latents.
-    labels_uri = storage.join(root, LABELS, "light.parquet")
-    if storage.exists(labels_uri):
-        labels = tables.read_parquet(labels_uri)
+    if storage.exists(layout.light_labels):
+        labels = tables.read_parquet(layout.light_labels)
     else:
         labels = light_pass(rows, config)
-        tables.write_parquet(labels_uri, labels)
+        tables.write_parquet(layout.light_labels, labels)
     rows = _join_labels(rows, labels)
-
     shards = sharding.split_rows(rows.num_rows, config.shard_size)
-    todo = set(sharding.pending(latents_dir, [name for name, _, _ in shards]))
+    todo = set(sharding.pending(layout.latents, [name for name, _, _ in shards]))
     log.info("embed: %d shards, %d to do", len(shards), len(todo))
-    plan = sharding.plan_pool(config.max_actors)
     work = [(name, a, b) for name, a, b in shards if name in todo]
+    summaries = _run_pipeline(config, rows, work, size) if work else []
+    return _finish(config, rows, index, shards, summaries, size, started)
+
+
+def _run_pipeline(config: EmbedConfig, rows: pa.Table, work, size: int) -> list[dict[str, Any]]:
+    """decode (CPU tasks) -> EmbedShards (model actor pool) -> write_shard (CPU tasks); the shards' summaries."""
+    import ray
+
+    plan = sharding.plan_pool(config.max_actors)
     items = [{"shard": name, "rows": tables.to_ipc(rows.slice(a, b - a))} for name, a, b in work]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map(prepare_shard, fn_kwargs={"size": size}, num_cpus=0.5)
+    ds = plan.map_batches(
+        ds, EmbedShards, batch_size=1,
+        fn_constructor_kwargs={"config": config, "torch_threads": plan.torch_threads},
+    )
+    ds = ds.map(write_shard, fn_kwargs={"root": config.out, "size": size,
+                                        "latent_dtype": config.latent_dtype}, num_cpus=0.25)
+    progress = sharding.Progress("embed", len(items), sum(b - a for _, a, b in work))
     summaries = []
-    if items:
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map(prepare_shard, fn_kwargs={"size": size}, num_cpus=0.5)
-        ds = plan.map_batches(
-            ds, EmbedShards, batch_size=1,
-            fn_constructor_kwargs={"config": config, "generator_uri": generator_uri,
-                                   "embedder_uri": embedder_uri, "size": size,
-                                   "torch_threads": plan.torch_threads},
-        )
-        ds = ds.map(write_shard, fn_kwargs={"root": root, "size": size,
-                                            "latent_dtype": config.latent_dtype}, num_cpus=0.25)
-        progress = sharding.Progress("embed", len(items), sum(b - a for _, a, b in work))
-        for summary in ds.iter_rows():
-            summaries.append(summary)
-            progress.update(1, int(summary["rows"]))
-    return _finish(config, root, digest, rows, index, shards, summaries, size, started)
+    for summary in ds.iter_rows():
+        summaries.append(summary)
+        progress.update(1, int(summary["rows"]))
+    return summaries
 
 
 def _join_labels(rows: pa.Table, labels: pa.Table) -> pa.Table:
@@ -392,7 +423,8 @@ def _account(root: str, shard_names: list[str]) -> tuple[int, pa.Table]:
     run or an interrupted one): the stage's own accounting. Each file is read back by its name,
     not found by listing the folder, so what decides _SUCCESS is the plan, not what a listing
     shows (issue 13); a planned shard whose file is missing is an error naming it."""
-    written = sum(_planned(storage.join(root, LATENTS, f"{name}.parquet"), tables.count_rows)
+    latents = RunLayout(root).latents
+    written = sum(_planned(storage.join(latents, f"{name}.parquet"), tables.count_rows)
                   for name in shard_names)
     # Index-level rejections (written once, before the shards), then each shard's.
     names = [rejects.rejected_uri(root, "read", "index")] + \
@@ -411,20 +443,17 @@ def _planned(uri: str, read):
                            "(if this file stays missing, delete its shard's latents file first)") from None
 
 
-def _finish(config, root, digest, rows, index, shards, summaries, size, started) -> dict[str, Any]:
-    from headrot.report.mean_faces import mean_face_grid
-
-    latents_dir = storage.join(root, LATENTS)
-    written, rejected = _account(root, [name for name, _, _ in shards])
-    by_reason = rejects.count_by_reason(rejected)
+def _finish(config, rows, index, shards, summaries, size, started) -> dict[str, Any]:
+    layout = RunLayout(config.out)
+    names = [name for name, _, _ in shards]
+    written, rejected = _account(config.out, names)
     elapsed = time.time() - started
     n_new = sum(int(s["rows"]) for s in summaries)
     summary = {
-        "fingerprint": digest,
         "rows_in": int(rows.num_rows + index.n_rejected),
         "written": written,
         "rejected": int(rejected.num_rows),
-        "rejected_by_reason": by_reason,
+        "rejected_by_reason": rejects.count_by_reason(rejected),
         "shards": len(shards),
         "shards_this_run": len(summaries),
         "images_per_s": round(n_new / elapsed, 2) if elapsed > 0 else None,
@@ -433,19 +462,24 @@ def _finish(config, root, digest, rows, index, shards, summaries, size, started)
         "method": config.method,
         "image_size": size,
     }
-    if summaries:
-        sums = sum(np.frombuffer(s["mean_face_sums"], np.float64) for s in summaries)
-        counts = sum(np.frombuffer(s["mean_face_counts"], np.int64) for s in summaries)
-        n_bins = len(MEAN_FACE_EDGES) - 1
-        image = mean_face_grid(sums.reshape(3, n_bins, size, size, 3), counts.reshape(3, n_bins),
-                               celeba_text.LIGHT_CLASSES, MEAN_FACE_EDGES)
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        storage.write_bytes(storage.join(root, "report", "mean_faces.png"), buf.getvalue())
     if summary["written"] + summary["rejected"] != summary["rows_in"]:
         # Every input row must be accounted for; a mismatch is a bug, never a success.
         raise RuntimeError(f"embed: rows in {summary['rows_in']} != written {summary['written']} "
                            f"+ rejected {summary['rejected']}; not marking the stage complete")
-    storage.mark_complete(latents_dir, summary)
-    log.info("embed: done: %s", json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}))
+    summary["mean_faces"] = write_mean_faces(layout, names, size)
     return summary
+
+
+def write_mean_faces(layout: RunLayout, shards: list[str], size: int) -> dict[str, Any]:
+    """report/mean_faces.png from every planned shard's sums (a resumed stage included); what it counts."""
+    from headrot.report.mean_faces import mean_face_grid
+
+    sums, counts, missing = read_mean_face_sums(layout, shards, size)
+    if missing:
+        log.warning("embed: %d shards (e.g. %s) have no mean-face sums (written by an older headrot): "
+                    "report/mean_faces.png leaves their images out", len(missing), missing[0])
+    image = mean_face_grid(sums, counts, celeba_text.LIGHT_CLASSES, MEAN_FACE_EDGES)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    storage.write_bytes(layout.report_file("mean_faces.png"), buf.getvalue())
+    return {"images": int(counts.sum()), "shards_without_sums": len(missing)}

@@ -18,7 +18,6 @@ the sums (groups x bins x 3 x S x S float64), never the rows.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -32,18 +31,15 @@ from headrot import directions as D
 from headrot import runs, storage, tables
 from headrot import trajectories as tr
 from headrot.config import to_mapping
+from headrot.layout import RunLayout
 from headrot.lock import locked
+from headrot.moves import ORTHO, SOURCES
+from headrot.stages.protocol import Stage, run_stage
 
 log = logging.getLogger(__name__)
 
 STAGE = "fit"
-LATENTS = "latents"
-TRAJECTORIES = "trajectories"
-FILE = "trajectories.parquet"
 SPLITS = {"train": 0, "val": 1, "test": 2}
-SAMPLES = "samples"
-SOURCES = ("embeddings", "samples")
-ORTHO = "_ortho"
 
 
 # ---------------------------------------------------------------------------
@@ -183,11 +179,11 @@ def _spread(sums: tr.GroupSums) -> np.ndarray:
 
 
 def _fingerprint(config: FitConfig, files: list[str], sample_files: list[str]) -> str:
-    latents_dir = storage.join(config.root, LATENTS)
+    layout = RunLayout(config.root)
     return runs.fingerprint({
-        "latents": runs.hash_uris([storage.join(latents_dir, storage.SUCCESS)]),
+        "latents": runs.hash_uris([storage.join(layout.latents, storage.SUCCESS)]),
         "files": [f.rsplit("/", 1)[-1] for f in files],
-        "samples": runs.hash_uris([storage.join(config.root, SAMPLES, storage.SUCCESS)]) if sample_files else None,
+        "samples": runs.hash_uris([storage.join(layout.samples, storage.SUCCESS)]) if sample_files else None,
         "sample_files": [f.rsplit("/", 1)[-1] for f in sample_files],
         "config": {k: v for k, v in to_mapping(config).items() if k != "root"},
     })
@@ -196,7 +192,7 @@ def _fingerprint(config: FitConfig, files: list[str], sample_files: list[str]) -
 def _sample_files(config: FitConfig) -> tuple[list[str], dict[str, Any] | None]:
     if "samples" not in config.sources:
         return [], None
-    samples_dir = storage.join(config.root, SAMPLES)
+    samples_dir = RunLayout(config.root).samples
     done = storage.completion(samples_dir)
     if done is None:
         raise ValueError(f"{runs.redact_uri(samples_dir)} is not complete (no _SUCCESS): run `headrot samples` "
@@ -225,23 +221,22 @@ def _reduce_all(refs) -> Any:
 @locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_fit(config: FitConfig) -> dict[str, Any]:
     """Fit (or skip, when complete with the same inputs) the trajectories; returns the summary."""
+    layout = RunLayout(config.root)
+    # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
+    files = runs.stage_files(layout.latents, STAGE, "embed", rows_key="written")
+    if not files:
+        raise ValueError(f"{runs.redact_uri(layout.latents)}: no latents files")
+    sample_files, samples_done = _sample_files(config)
+    stage = Stage(STAGE, config.root, layout.trajectories, _fingerprint(config, files, sample_files),
+                  to_mapping(config), "rows", "trajectories")
+    return run_stage(stage, lambda: _fit(config, layout, files, sample_files, samples_done))
+
+
+def _fit(config: FitConfig, layout: RunLayout, files, sample_files, samples_done) -> dict[str, Any]:
+    """The work: the reduce tasks, the fits, the table; returns the summary."""
     import ray
 
     started = time.time()
-    root = config.root
-    latents_dir = storage.join(root, LATENTS)
-    out_dir = storage.join(root, TRAJECTORIES)
-    # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
-    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
-    if not files:
-        raise ValueError(f"{runs.redact_uri(latents_dir)}: no latents files")
-    sample_files, samples_done = _sample_files(config)
-    digest = _fingerprint(config, files, sample_files)
-    runs.claim_stage(root, STAGE, digest, to_mapping(config), out_dir)
-    skipped = runs.completed(STAGE, out_dir, digest, "rows", "trajectories")
-    if skipped is not None:
-        return skipped
-
     edges = tr.parse_bins(config.bins)
     partitions = tuple(SPLITS[s] for s in config.splits) or None
     task = ray.remote(num_cpus=1)(reduce_file)
@@ -254,16 +249,11 @@ def run_fit(config: FitConfig) -> dict[str, Any]:
         lines += sample_lines(tr.merge([sampled]), config)
         lines += orthogonal_lines(lines, nuisance.directions())
     reduce_s = time.time() - started
-    table = lines_table(lines, edges)
-    tables.write_parquet(storage.join(out_dir, FILE), table)
-
-    summary = _summary(config, digest, merged, lines, files, started, reduce_s)
-    storage.mark_complete(out_dir, summary)
-    log.info("fit: done: %s", json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}))
-    return summary
+    tables.write_parquet(layout.trajectories_table, lines_table(lines, edges))
+    return _summary(merged, lines, files, started, reduce_s)
 
 
-def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, started, reduce_s) -> dict[str, Any]:
+def _summary(merged: tr.Partial, lines: list[tr.Line], files, started, reduce_s) -> dict[str, Any]:
     elapsed = time.time() - started
     fallbacks: dict[str, dict[str, int]] = {}
     groups: dict[str, int] = {}
@@ -280,7 +270,6 @@ def _summary(config, digest, merged: tr.Partial, lines: list[tr.Line], files, st
         return {key(l): (None if value(l) is None else round(value(l), 6)) for l in chosen}
     n_used = merged.n_rows - merged.n_out_of_range
     return {
-        "fingerprint": digest,
         "files": len(files),
         "rows": len(lines),
         "rows_read": merged.n_rows,

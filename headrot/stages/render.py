@@ -6,21 +6,11 @@
     -> write_shard (CPU task): PNG-encode, write the shard's Parquet (and PNGs with --format png)
     -> contact sheets (driver) -> rotated/_SUCCESS last.
 
-Methods (how z moves; see headrot.trajectories and headrot.directions):
-    headrot           the paper's: light-conditioned two-sided lines of the source's own group
-                      (embeddings source), with fallback
-    light_agnostic    the same without light (the paper's first attempts)
-    single_direction  one line over both sides, light-conditioned groups
-    centroid_path     z + c(target) - c(source) through the group's bin centroids
-    no_move           z itself (the reconstruction: what the embedding alone gives)
-    <source>[-ortho][-norm][-cal]   the ablation grid of the two-sided move: source
-                      embeddings (the paper's lines; `embeddings` alone is `headrot`), samples
-                      (the generator's own, light-conditioned lines) or local (each face's own
-                      step from the generator's Jacobian, headrot.local_directions, followed in
-                      legs of `local_segment` degrees); -ortho: the step off the nuisance
-                      directions; -norm: the moved latent rescaled to the source's norm;
-                      -cal: per face, the step scaled until the samples stage's labeller reads
-                      the requested yaw change (`calibration_rounds` decodes per render)
+Methods (how z moves): headrot.moves, a table of move functions. A Variant
+`<source>[-ortho][-norm][-cal]` is moved here with its norm (`place`), its calibration (-cal:
+per face, the step scaled until the samples stage's labeller reads the requested yaw change,
+`calibration_rounds` decodes per render) and, for the `local` source, each face's own step
+from the generator's Jacobian (headrot.local_directions, legs of `local_segment` degrees).
 
 Idempotent like the embed stage: a shard's Parquet file appears whole or not at all,
 a rerun renders only the shards whose file is missing, and a complete stage with
@@ -40,66 +30,20 @@ import pyarrow as pa
 
 from headrot import directions as D
 from headrot import rejects, runs, storage, tables
-from headrot import trajectories as tr
 from headrot.config import to_mapping
+from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.stages import sharding
-from headrot.stages.fit import FILE as TRAJECTORIES_FILE
-from headrot.stages.fit import ORTHO, SOURCES, SPLITS, TRAJECTORIES
+from headrot.moves import LOCAL, METHODS, SOURCES, TrajectoryIndex, Variant, move_of, parse_variant, place
+from headrot.stages.fit import SPLITS
+from headrot.stages.protocol import Stage, run_stage
+from headrot.stages.samples import labeller_key
 
 log = logging.getLogger(__name__)
 
 STAGE = "render"
-LATENTS = "latents"
-ROTATED = "rotated"
-METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "centroid_path")
-VARIANT_FLAGS = ("ortho", "norm", "cal")
-LOCAL = "local"  # the render-time source: no fit rows, a step per face (headrot.local_directions)
-# The trajectory rows each method reads: (mode, sides).
-METHOD_MODE = {
-    "headrot": "light_conditioned",
-    "light_agnostic": "light_agnostic",
-    "single_direction": "single_direction",
-    "centroid_path": "single_direction",  # its rows carry every bin's centroid of the group
-}
 # Source labels copied to every render (besides the attribute columns).
 LABELS = ("partition", "identity", "yaw", "light")
-
-
-# ---------------------------------------------------------------------------
-# Methods of the ablation grid
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A light-conditioned two-sided move: which lines, and what is done to the step."""
-
-    source: str             # embeddings | samples: whose latents the lines were fitted on; local: per face
-    ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
-    norm: bool = False      # the moved latent rescaled to the source latent's norm
-    cal: bool = False       # the step scaled per face until the labeller reads the requested change
-
-    @property
-    def lines(self) -> str:
-        """The trajectories' `source` value whose rows this variant moves along."""
-        return self.source + (ORTHO if self.ortho else "")
-
-
-def parse_variant(method: str) -> Variant | None:
-    """`headrot` and `<source>[-ortho][-norm][-cal]` (flags in that order) -> Variant; None otherwise."""
-    if method == "headrot":
-        return Variant("embeddings")
-    source, *flags = method.split("-")
-    if source not in (*SOURCES, LOCAL) or flags != [f for f in VARIANT_FLAGS if f in flags]:
-        return None
-    return Variant(source, "ortho" in flags, "norm" in flags, "cal" in flags)
-
-
-def place(z: np.ndarray, moved: np.ndarray, scale, norm: bool) -> np.ndarray:
-    """z + scale * (moved - z), rescaled to z's norm when `norm` (rows: scale is [N] or a number)."""
-    scale = np.asarray(scale, dtype=np.float64).reshape(-1, *([1] * (z.ndim - 1)))
-    out = z + scale * (moved - z)
-    return D.keep_norm(out, z) if norm else out
 
 
 # ---------------------------------------------------------------------------
@@ -150,107 +94,20 @@ class RenderConfig:
             raise ValueError("render: batch_size and steps must be >= 1")
 
     def out_dir(self) -> str:
-        return self.out or storage.join(self.root, ROTATED)
+        return self.out or RunLayout(self.root).rotated
 
     def generator_uri(self) -> str:
-        return self.generator or storage.join(self.root, "checkpoints", "generator", "model.pt")
+        return self.generator or RunLayout(self.root).model("generator")
 
     def trajectories_uri(self) -> str:
-        return storage.join(self.root, TRAJECTORIES, TRAJECTORIES_FILE)
+        return RunLayout(self.root).trajectories_table
 
     def labeller_uri(self) -> str:
-        from headrot.stages.samples import LABELLER
-
-        return storage.join(self.root, *LABELLER)
+        return RunLayout(self.root).labeller
 
 
 # ---------------------------------------------------------------------------
-# Trajectory lookup (pure: the actor and the tests use it)
-
-
-class TrajectoryIndex:
-    """The trajectories table, indexed by (mode, light, key, side), with the fallback walk.
-
-    `resolve` starts at the source's own group and walks its chain to the first group the
-    fit produced (a group absent from the fit data); that row's own fallback continues
-    the same chain, so the two compose into the fallback relative to the source."""
-
-    def __init__(self, table: pa.Table, attributes: tuple[str, ...]):
-        self.attributes = tuple(attributes)
-        cols = table.select(["mode", "light", "key", "side", "fallback", "served_by"]).to_pylist()
-        # Tables written before direction sources existed hold the paper's lines only.
-        sources = table.column("source").to_pylist() if "source" in table.column_names else ["embeddings"] * len(cols)
-        self.rows = {(src, r["mode"], r["light"], r["key"], r["side"]): i
-                     for i, (src, r) in enumerate(zip(sources, cols))}
-        self.sources = set(sources)
-        self.meta = cols
-        self.slopes = tables.tensor_to_numpy(table.column("slope")).astype(np.float64)
-        self.centroids = tables.tensor_to_numpy(table.column("centroids")).astype(np.float64)
-        bins = table.column("bins").to_pylist()
-        self.mean_yaws = [np.array([b["mean_yaw"] for b in row if b["count"] > 0], np.float64) for row in bins]
-        self.populated = [np.array([b["count"] > 0 for b in row], bool) for row in bins]
-
-    def resolve(self, mode: str, side: str, light: str, values: tuple[bool, ...],
-                source: str = "embeddings") -> tuple[int, str, str]:
-        """(row, fallback relative to the source's group, trajectory key)."""
-        if source not in self.sources:
-            raise ValueError(f"trajectories hold no {source!r} lines: fit with sources including "
-                             f"{source.removesuffix(ORTHO)!r} (fit.sources; samples need `headrot samples` first)")
-        levels = tr.chain(mode, light, values, self.attributes)
-        dropped: list[str] = []
-        prefix = "" if source == "embeddings" else f"{source}:"
-        for group, drop in levels:
-            i = self.rows.get((source, mode, group[0], group[1], side))
-            if i is not None:
-                own = self.meta[i]["fallback"]
-                more = own[len("drop:"):].split(",") if own.startswith("drop:") else []
-                return i, tr.fallback_name(dropped + more), f"{prefix}{mode}/{self.meta[i]['served_by']}"
-            if drop:
-                dropped.append(drop)
-        raise ValueError(f"trajectories hold no {source} {mode} row for side {side} at any level "
-                         "(not even any|''): refit")
-
-    def moved(self, method: str, z: np.ndarray, yaw: np.ndarray, target: np.ndarray,
-              lights: list[str], values: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
-        """z' for every source (z [N,3,S,S] float64) and each source's (fallback, trajectory key).
-        For a Variant this is the plain move along its lines: `place` scales and renormalises it."""
-        if method == "no_move":
-            n = len(z)
-            return tr.no_move(z), ["none"] * n, ["none"] * n
-        variant = parse_variant(method)
-        mode = METHOD_MODE.get(method, "light_conditioned")
-        lines = variant.lines if variant is not None else "embeddings"
-        out = np.empty_like(z)
-        fallbacks, keys = [], []
-        for j in range(len(z)):
-            v = tuple(bool(x) for x in values[j])
-            if variant is not None or method == "light_agnostic":
-                il, fl, kl = self.resolve(mode, "left", lights[j], v, lines)
-                ir, fr, kr = self.resolve(mode, "right", lights[j], v, lines)
-                out[j] = tr.move(z[j], yaw[j], target[j], self.slopes[il], self.slopes[ir])
-                # Both sides' fallbacks: a move within one side uses only one line, but
-                # which side(s) it used depends on the delta; record both when they differ.
-                fallbacks.append(fl if fl == fr else f"left:{fl};right:{fr}")
-                keys.append(kl if kl == kr else f"{kl};{kr}")
-            else:
-                i, f, k = self.resolve(mode, "both", lights[j], v)
-                if method == "single_direction":
-                    out[j] = tr.move(z[j], yaw[j], target[j], self.slopes[i], self.slopes[i])
-                else:
-                    cents = self.centroids[i][self.populated[i]]
-                    out[j] = tr.centroid_path(z[j], yaw[j], target[j], self.mean_yaws[i], cents)
-                    k = k.replace("single_direction/", "centroid_path/", 1)
-                fallbacks.append(f)
-                keys.append(k)
-        return out, fallbacks, keys
-
-
-def labeller_key(root: str) -> dict | None:
-    """The PoseConfig key of the labeller the samples stage trained (None: no samples stage)."""
-    from headrot.stages.samples import SAMPLES
-
-    done = storage.completion(storage.join(root, SAMPLES))
-    return None if done is None else done.get("labeller")
+# Helpers (pure)
 
 
 def calls_per_render(config: RenderConfig) -> dict[str, float]:
@@ -300,25 +157,29 @@ def attribute_columns(schema: pa.Schema) -> list[str]:
 
 class RenderShards:
     """Model actor: loads the generator, the trajectories (and the labeller, for -cal and local methods)
-    once; renders one shard per call. Callable without Ray: RenderShards(config, ...)(batch)."""
+    once; renders one shard per call. Built from its config alone (the fit's key attributes and the
+    labeller come from the run root), so callable without Ray: RenderShards(config)(batch)."""
 
-    def __init__(self, config: RenderConfig, fit_attributes: tuple[str, ...], labeller_key: dict | None,
-                 torch_threads: int):
+    def __init__(self, config: RenderConfig, torch_threads: int | None = None):
         self.config = config
+        layout = RunLayout(config.root)
+        fit_attributes = tuple((storage.completion(layout.trajectories) or {}).get("attributes", ()))
+        labeller = labeller_key(config.root)
         self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
             config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
         self.device = self.acc.device
         self.index = TrajectoryIndex(tables.read_parquet(config.trajectories_uri()), fit_attributes)
         self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
         self.variants = {m: parse_variant(m) for m in self.methods}
+        self.moves = {m: move_of(m) for m in self.methods}
         self.labeller = None
         if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
             from headrot.stages.samples import load_labeller
 
-            if not labeller_key:
+            if not labeller:
                 raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
                                  "`headrot samples` and fit with sources [embeddings, samples]")
-            self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+            self.labeller = load_labeller(config.labeller_uri(), labeller)
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0
@@ -427,6 +288,22 @@ class RenderShards:
         return images, scales, reads
 
     def _render(self, latents_uri: str, take: int, shard) -> dict[str, np.ndarray]:
+        src = self.sources(latents_uri, take)
+        out = self.render_sources(src)
+        meta = self.meta(src, out)
+        return {
+            "shard": shard,
+            "n": np.array([len(out.images)]),
+            "size": np.array([self.model_config.image_size]),
+            "images": np.array([out.images.tobytes()], dtype=object),
+            "meta": np.array([tables.to_ipc(meta)], dtype=object),
+            "rejected": np.array([json.dumps(src.rejected)], dtype=object),
+            # The actor's running totals (model time, wall time): the stage's busy fraction.
+            "busy": np.array([json.dumps({"actor": self.actor, **self.acc.busy.snapshot()})], dtype=object),
+        }
+
+    def sources(self, latents_uri: str, take: int) -> "Sources":
+        """The shard's sources to render: those with a finite yaw (the others are rejected)."""
         table = tables.read_parquet(latents_uri)
         table = select_sources(table.drop_columns([c for c in ("landmarks",) if c in table.column_names]),
                                self.split, take)
@@ -434,85 +311,102 @@ class RenderShards:
         good = np.isfinite(yaw)
         rejected = table.column("image_id").filter(pa.array(~good)).to_pylist()
         table = table.filter(pa.array(good))
-        yaw = yaw[good]
         n, size = table.num_rows, self.model_config.image_size
         z = tables.tensor_to_numpy(table.column("latent")).astype(np.float64) if n else np.zeros((0, 3, size, size))
         if z.shape[1:] != (3, size, size):
             raise ValueError(f"{latents_uri}: latents of shape {z.shape[1:]} do not fit the generator "
                              f"({size}x{size}); render with the generator the latents were embedded with")
-        lights = table.column("light").to_pylist()
         values = np.stack([table.column(a).to_numpy(zero_copy_only=False) for a in self.index.attributes], 1) \
             if self.index.attributes else np.zeros((n, 0), bool)
+        return Sources(table, z, yaw[good], table.column("light").to_pylist(), values, rejected)
+
+    def positions(self, n: int, m: int, d: int) -> np.ndarray:
+        """Where the renders of method m at delta d sit: render (source j, m, d) is row
+        j*M*D + m*D + d, so a shard's rows are grouped by source."""
         n_m, n_d = len(self.methods), len(self.deltas)
-        total = n * n_m * n_d
-        images = np.zeros((total, size, size, 3), np.uint8)
-        # Render i of source j, method m, delta d sits at j*M*D + m*D + d: rows grouped by source.
-        src_idx = np.repeat(np.arange(n), n_m * n_d)
-        meth_idx = np.tile(np.repeat(np.arange(n_m), n_d), n)
-        delta_idx = np.tile(np.arange(n_d), n * n_m)
-        fallback = np.empty(total, dtype=object)
-        traj_key = np.empty(total, dtype=object)
-        step_scale = np.ones(total, np.float32)
-        labeller_read = np.full(total, np.nan, np.float32)
-        # Uncalibrated moves are decoded in one pass; calibrated ones after, round by round.
-        plain_pos, plain_z, calibrate_later = [], [], []
-        local_later = []
+        return np.arange(n) * n_m * n_d + m * n_d + d
+
+    def render_sources(self, src: "Sources") -> "Rendered":
+        """Every (source, method, delta): plain moves decoded in one pass, then the calibrated
+        and local ones (which read G(z), the unmoved render, as their zero)."""
+        n, size, n_d = len(src.z), self.model_config.image_size, len(self.deltas)
+        out = Rendered.empty(n * len(self.methods) * n_d, size)
+        plain_pos, plain_z, later = [], [], []
         for m, method in enumerate(self.methods):
             variant = self.variants[method]
             if variant is not None and variant.source == LOCAL:
                 for d in range(n_d):
-                    pos = np.arange(n) * n_m * n_d + m * n_d + d
-                    fallback[pos], traj_key[pos] = "none", LOCAL
-                local_later.append((m, variant))
+                    pos = self.positions(n, m, d)
+                    out.fallback[pos], out.traj_key[pos] = "none", LOCAL
+                later.append((m, variant, None))
                 continue
             moves = []
             for d, delta in enumerate(self.deltas):
-                moved, fbs, keys = self.index.moved(method, z, yaw, yaw + delta, lights, values)
-                pos = np.arange(n) * n_m * n_d + m * n_d + d
-                fallback[pos] = fbs
-                traj_key[pos] = keys
+                moved, fbs, keys = self.moves[method](self.index, src.z, src.yaw, src.yaw + delta, src.lights,
+                                                      src.values)
+                pos = self.positions(n, m, d)
+                out.fallback[pos], out.traj_key[pos] = fbs, keys
                 moves.append(moved)
                 if variant is None or not variant.cal:
                     plain_pos.append(pos)
-                    plain_z.append(place(z, moved, 1.0, variant is not None and variant.norm))
+                    plain_z.append(place(src.z, moved, 1.0, variant is not None and variant.norm))
             if variant is not None and variant.cal:
-                calibrate_later.append((m, variant, moves))
+                later.append((m, variant, moves))
         if plain_pos:
-            images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
-        if (calibrate_later or local_later) and n:
-            base = self.decode(z)  # G(z): every method's delta-0 render, and the labeller's zero
-            for m, variant in local_later:
-                out, scales, read = self.local(z, variant, base)
+            out.images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
+        if later and n:
+            base = self.decode(src.z)  # G(z): every method's delta-0 render, and the labeller's zero
+            for m, variant, moves in later:
+                images, scales, read = (self.local(src.z, variant, base) if moves is None
+                                        else self.calibrated(src.z, moves, variant.norm, base))
                 for d in range(n_d):
-                    pos = np.arange(n) * n_m * n_d + m * n_d + d
-                    images[pos], step_scale[pos], labeller_read[pos] = out[d], scales[d], read[d]
-            for m, variant, moves in calibrate_later:
-                out, scales, read = self.calibrated(z, moves, variant.norm, base)
-                for d in range(n_d):
-                    pos = np.arange(n) * n_m * n_d + m * n_d + d
-                    images[pos], step_scale[pos], labeller_read[pos] = out[d], scales[d], read[d]
-        labels = table.select(["image_id", *LABELS, *[c for c in attribute_columns(table.schema)]])
-        meta = labels.take(pa.array(src_idx, pa.int64())).rename_columns(
-            ["source_id", *labels.column_names[1:]])
+                    pos = self.positions(n, m, d)
+                    out.images[pos], out.step_scale[pos], out.labeller_read[pos] = images[d], scales[d], read[d]
+        return out
+
+    def meta(self, src: "Sources", out: "Rendered") -> pa.Table:
+        """The rotated table without its images (schema in docs/CONTRACTS.md rotated/)."""
+        n_m, n_d = len(self.methods), len(self.deltas)
+        total = len(src.z) * n_m * n_d
+        src_idx = np.arange(total) // (n_m * n_d)
+        meth_idx, delta_idx = (np.arange(total) // n_d) % n_m, np.arange(total) % n_d
+        labels = src.table.select(["image_id", *LABELS, *attribute_columns(src.table.schema)])
+        meta = labels.take(pa.array(src_idx, pa.int64())).rename_columns(["source_id", *labels.column_names[1:]])
         deltas = np.asarray(self.deltas, np.int16)[delta_idx]
         meta = meta.add_column(1, "delta", pa.array(deltas, pa.int16()))
-        meta = meta.add_column(2, "target_yaw", pa.array((yaw[src_idx] + deltas).astype(np.float32), pa.float32()))
+        meta = meta.add_column(2, "target_yaw", pa.array((src.yaw[src_idx] + deltas).astype(np.float32), pa.float32()))
         meta = meta.add_column(3, "method", pa.array([self.methods[i] for i in meth_idx], pa.string()))
-        meta = meta.add_column(4, "trajectory_key", pa.array(traj_key.tolist(), pa.string()))
-        meta = meta.add_column(5, "fallback", pa.array(fallback.tolist(), pa.string()))
+        meta = meta.add_column(4, "trajectory_key", pa.array(out.traj_key.tolist(), pa.string()))
+        meta = meta.add_column(5, "fallback", pa.array(out.fallback.tolist(), pa.string()))
         # Calibration: the step's multiplier, and the yaw change the method's labeller read (-cal only).
-        meta = meta.append_column("step_scale", pa.array(step_scale, pa.float32()))
-        meta = meta.append_column("labeller_yaw_change", pa.array(labeller_read, pa.float32()))
-        return {
-            "shard": shard,
-            "n": np.array([total]),
-            "size": np.array([size]),
-            "images": np.array([images.tobytes()], dtype=object),
-            "meta": np.array([tables.to_ipc(meta)], dtype=object),
-            "rejected": np.array([json.dumps(rejected)], dtype=object),
-            # The actor's running totals (model time, wall time): the stage's busy fraction.
-            "busy": np.array([json.dumps({"actor": self.actor, **self.acc.busy.snapshot()})], dtype=object),
-        }
+        meta = meta.append_column("step_scale", pa.array(out.step_scale, pa.float32()))
+        return meta.append_column("labeller_yaw_change", pa.array(out.labeller_read, pa.float32()))
+
+
+@dataclass
+class Sources:
+    """One shard's sources as the actor renders them."""
+    table: pa.Table          # their latents rows (labels and attributes)
+    z: np.ndarray            # [N,3,S,S] float64
+    yaw: np.ndarray          # [N] degrees
+    lights: list[str]
+    values: np.ndarray       # [N, attributes] bool: the fit's key attributes
+    rejected: list[str]      # image ids without a finite yaw
+
+
+@dataclass
+class Rendered:
+    """Every render of a shard (row order: RenderShards.positions) and its per-render columns."""
+    images: np.ndarray
+    fallback: np.ndarray
+    traj_key: np.ndarray
+    step_scale: np.ndarray
+    labeller_read: np.ndarray
+
+    @classmethod
+    def empty(cls, total: int, size: int) -> "Rendered":
+        return cls(np.zeros((total, size, size, 3), np.uint8), np.empty(total, dtype=object),
+                   np.empty(total, dtype=object), np.ones(total, np.float32), np.full(total, np.nan, np.float32))
 
 
 # ---------------------------------------------------------------------------
@@ -592,12 +486,12 @@ def plan_shards(config: RenderConfig, files: list[str]) -> list[dict[str, Any]]:
 
 
 def _fingerprint(config: RenderConfig, files: list[str]) -> str:
-    root = config.root
+    layout = RunLayout(config.root)
     return runs.fingerprint({
-        "latents": runs.hash_uris([storage.join(root, LATENTS, storage.SUCCESS)]),
+        "latents": runs.hash_uris([storage.join(layout.latents, storage.SUCCESS)]),
         "files": [f.rsplit("/", 1)[-1] for f in files],
-        "trajectories": runs.hash_uris([storage.join(root, TRAJECTORIES, storage.SUCCESS)]),
-        "samples": runs.hash_uris([storage.join(root, "samples", storage.SUCCESS)]),
+        "trajectories": runs.hash_uris([storage.join(layout.trajectories, storage.SUCCESS)]),
+        "samples": runs.hash_uris([storage.join(layout.samples, storage.SUCCESS)]),
         "generator": runs.hash_uris([config.generator_uri()]),
         "config": {k: v for k, v in to_mapping(config).items()
                    if k not in ("root", "batch_size", "max_actors", "generator", "sheet_sources", "compile")},
@@ -607,56 +501,50 @@ def _fingerprint(config: RenderConfig, files: list[str]) -> str:
 @locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_render(config: RenderConfig) -> dict[str, Any]:
     """Render (or resume, or skip when complete) the rotated dataset; returns its summary."""
-    import ray
-
-    started = time.time()
-    root, out_dir = config.root, config.out_dir()
-    latents_dir = storage.join(root, LATENTS)
-    traj_dir = storage.join(root, TRAJECTORIES)
+    layout, out_dir = RunLayout(config.root), config.out_dir()
     # Every latents file the embed stage made, checked against its _SUCCESS (runs.stage_files).
-    files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
-    fit_summary = storage.completion(traj_dir)
+    files = runs.stage_files(layout.latents, STAGE, "embed", rows_key="written")
+    fit_summary = storage.completion(layout.trajectories)
     if fit_summary is None:
-        raise ValueError(f"{runs.redact_uri(traj_dir)} is not complete: run `headrot fit` first")
+        raise ValueError(f"{runs.redact_uri(layout.trajectories)} is not complete: run `headrot fit` first")
     if not storage.exists(config.generator_uri()):
         raise ValueError(f"generator checkpoint {runs.redact_uri(config.generator_uri())} not found: "
                          "train one with `headrot train generator` or pass --generator")
-    digest = _fingerprint(config, files)
-    stage_key = STAGE if config.out is None else f"{STAGE}@{runs.redact_uri(config.out)}"
-    runs.claim_stage(root, stage_key, digest, to_mapping(config), out_dir)
-
     items = plan_shards(config, files)
-    per_source = len(config.methods) * len(config.deltas)
-    todo = set(sharding.pending(out_dir, [i["shard"] for i in items]))
-    skipped = None if todo else runs.completed(STAGE, out_dir, digest, "renders", "renders")
-    if skipped is not None:
-        return skipped
-    log.info("render: %d shards, %d to do (%d renders each source)", len(items), len(todo), per_source)
+    todo = sharding.pending(out_dir, [i["shard"] for i in items])
+    # A render into another folder is a stage of its own in run.json.
+    name = STAGE if config.out is None else f"{STAGE}@{runs.redact_uri(config.out)}"
+    stage = Stage(name, config.root, out_dir, _fingerprint(config, files), to_mapping(config),
+                  "renders", "renders", pending=todo)
+    return run_stage(stage, lambda: _render_all(config, items, set(todo)))
 
+
+def _render_all(config: RenderConfig, items: list[dict[str, Any]], todo: set[str]) -> dict[str, Any]:
+    """The work: the model actor pool over the missing shards, the contact sheets; the summary."""
+    import ray
+
+    started = time.time()
+    per_source = len(config.methods) * len(config.deltas)
+    log.info("render: %d shards, %d to do (%d renders each source)", len(items), len(todo), per_source)
     summaries = []
     work = [i for i in items if i["shard"] in todo]
     if work:
         plan = sharding.plan_pool(config.max_actors)
         ds = ray.data.from_items(work, override_num_blocks=len(work))
-        ds = plan.map_batches(
-            ds, RenderShards, batch_size=1,
-            fn_constructor_kwargs={"config": config, "fit_attributes": tuple(fit_summary.get("attributes", ())),
-                                   "labeller_key": labeller_key(root), "torch_threads": plan.torch_threads},
-        )
-        ds = ds.map(write_shard, fn_kwargs={"root": root, "out_dir": out_dir, "fmt": config.format},
+        ds = plan.map_batches(ds, RenderShards, batch_size=1, fn_constructor_kwargs={
+            "config": config, "torch_threads": plan.torch_threads})
+        ds = ds.map(write_shard, fn_kwargs={"root": config.root, "out_dir": config.out_dir(), "fmt": config.format},
                     num_cpus=0.25)
         progress = sharding.Progress("render", len(work), sum(i["take"] for i in work) * per_source)
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["renders"]))
     render_s = time.time() - started
-
     sheets = write_contact_sheets(config, items)
     # The stage's own accounting: every planned shard's file, by name (never a listing).
-    renders = sum(tables.count_rows(storage.join(out_dir, f"{item['shard']}.parquet")) for item in items)
+    renders = sum(tables.count_rows(storage.join(config.out_dir(), f"{item['shard']}.parquet")) for item in items)
     n_new = sum(int(s["renders"]) for s in summaries)
-    summary = {
-        "fingerprint": digest,
+    return {
         "shards": len(items),
         "shards_this_run": len(summaries),
         "sources": sum(i["take"] for i in items),
@@ -671,9 +559,6 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
         "contact_sheets": sheets,
         "seconds": round(time.time() - started, 1),
     }
-    storage.mark_complete(out_dir, summary)
-    log.info("render: done: %s", json.dumps({k: v for k, v in summary.items() if k != "fingerprint"}))
-    return summary
 
 
 # ---------------------------------------------------------------------------
@@ -726,7 +611,7 @@ def write_contact_sheets(config: RenderConfig, items: list[dict[str, Any]]) -> l
         sheet = contact_sheet(rows, [f"{d:+d}" for d in deltas], labels)
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
-        uri = storage.join(config.root, "report", f"contact_sheet_{method}.png")
+        uri = RunLayout(config.root).report_file(f"contact_sheet_{method}.png")
         storage.write_bytes(uri, buf.getvalue())
         written.append(runs.redact_uri(uri))
     return written

@@ -27,14 +27,14 @@ import pyarrow as pa
 from headrot import runs, storage, tables
 from headrot.config import to_mapping
 from headrot.labels import nuisance
+from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.stages import sharding
+from headrot.stages.protocol import Stage, run_stage
 
 log = logging.getLogger(__name__)
 
 STAGE = "samples"
-SAMPLES = "samples"
-LABELLER = ("checkpoints", "labeller", "pose.npz")
 # Sample i's x_T comes from torch.Generator(NOISE_SEED_BASE * (seed + 1) + i): far from the
 # small integers the training and the tests draw from.
 NOISE_SEED_BASE = 1_000_000_007
@@ -78,10 +78,10 @@ class SamplesConfig:
                                  f"{MEDIAPIPE_HINT} (or pip install 'headrot[landmarks]')")
 
     def generator_uri(self) -> str:
-        return self.generator or storage.join(self.root, "checkpoints", "generator", "model.pt")
+        return self.generator or RunLayout(self.root).model("generator")
 
     def labeller_uri(self) -> str:
-        return storage.join(self.root, *LABELLER)
+        return RunLayout(self.root).labeller
 
 
 def labeller_config(config: SamplesConfig, size: int):
@@ -90,6 +90,13 @@ def labeller_config(config: SamplesConfig, size: int):
 
     return PoseConfig(size=size, seed=config.labeller_seed, n_identities=config.labeller_identities,
                       epochs=config.labeller_epochs, width=config.labeller_width, arch="maxpool4", light=True)
+
+
+def labeller_key(root: str) -> dict | None:
+    """The PoseConfig key of the labeller the samples stage trained (None: no samples stage in
+    `root`): what the render stage loads it by, and what the evaluation's judge must differ from."""
+    done = storage.completion(RunLayout(root).samples)
+    return None if done is None else done.get("labeller")
 
 
 def load_labeller(uri: str, key: dict):
@@ -117,13 +124,15 @@ def fit_labeller(uri: str, pose_config) -> dict:
 
 
 class SampleShards:
-    """Model actor: loads the generator and the labeller once; generates one shard per call."""
+    """Model actor: loads the generator and the labeller once; generates one shard per call.
+    Built from its config alone, so callable without Ray: SampleShards(config)(batch)."""
 
-    def __init__(self, config: SamplesConfig, labeller_key: dict, torch_threads: int):
+    def __init__(self, config: SamplesConfig, torch_threads: int | None = None):
         self.config = config
         self.acc, self.model, self.model_config, self.batch_size = sharding.generator_actor(
             config.generator_uri(), config.precision, config.compile, torch_threads, config.batch_size)
-        self.labeller = load_labeller(config.labeller_uri(), labeller_key)
+        key = labeller_config(config, self.model_config.image_size).key()
+        self.labeller = load_labeller(config.labeller_uri(), key)
         self.actor = sharding.actor_name()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -186,12 +195,8 @@ def write_shard(row: dict[str, Any], out_dir: str) -> dict[str, Any]:
 @locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_samples(config: SamplesConfig) -> dict[str, Any]:
     """Generate (or resume, or skip when complete) the labelled samples; returns the summary."""
-    import ray
-
     from headrot.model.checkpoint import load_model
 
-    started = time.time()
-    root, out_dir = config.root, storage.join(config.root, SAMPLES)
     if not storage.exists(config.generator_uri()):
         raise ValueError(f"generator checkpoint {runs.redact_uri(config.generator_uri())} not found: "
                          "train one with `headrot train generator` or pass --generator")
@@ -202,13 +207,18 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
         "config": {k: v for k, v in to_mapping(config).items()
                    if k not in ("root", "generator", "batch_size", "max_actors", "compile")},
     })
-    runs.claim_stage(root, STAGE, digest, to_mapping(config), out_dir)
+    out_dir = RunLayout(config.root).samples
     shards = sharding.split_rows(config.n, config.shard_size)
-    todo = set(sharding.pending(out_dir, [name for name, _, _ in shards]))
-    skipped = None if todo else runs.completed(STAGE, out_dir, digest, "rows", "samples")
-    if skipped is not None:
-        return skipped
+    todo = sharding.pending(out_dir, [name for name, _, _ in shards])
+    stage = Stage(STAGE, config.root, out_dir, digest, to_mapping(config), "rows", "samples", pending=todo)
+    return run_stage(stage, lambda: _generate(config, pose, out_dir, shards, set(todo)))
 
+
+def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str]) -> dict[str, Any]:
+    """The work: the labeller (a Ray task), the model actor pool over the missing shards; the summary."""
+    import ray
+
+    started = time.time()
     labeller = ray.get(ray.remote(num_cpus=1)(fit_labeller).remote(config.labeller_uri(), pose))
     log.info("samples: labeller %s; %d shards, %d to do", labeller, len(shards), len(todo))
     work = [{"shard": name, "start": a, "stop": b} for name, a, b in shards if name in todo]
@@ -217,12 +227,16 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
         plan = sharding.plan_pool(config.max_actors)
         ds = ray.data.from_items(work, override_num_blocks=len(work))
         ds = plan.map_batches(ds, SampleShards, batch_size=1, fn_constructor_kwargs={
-            "config": config, "labeller_key": pose.key(), "torch_threads": plan.torch_threads})
+            "config": config, "torch_threads": plan.torch_threads})
         ds = ds.map(write_shard, fn_kwargs={"out_dir": out_dir}, num_cpus=0.25)
         progress = sharding.Progress("samples", len(work), sum(w["stop"] - w["start"] for w in work))
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))
+    return _summary(config, pose, labeller, out_dir, shards, summaries, started)
+
+
+def _summary(config: SamplesConfig, pose, labeller, out_dir, shards, summaries, started) -> dict[str, Any]:
     # The stage's own accounting: every planned shard's file, by name (a listing may miss the
     # files Ray's write tasks have just written: issue 13); a missing one fails the read.
     files = [storage.join(out_dir, f"{name}.parquet") for name, _, _ in shards]
@@ -232,8 +246,7 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
     yaw = tables.read_parquet_files(files, columns=["yaw", "light"])
     lights = yaw.column("light").to_pylist()
     elapsed = time.time() - started
-    summary = {
-        "fingerprint": digest,
+    return {
         "rows": rows,
         "shards": len(shards),
         "shards_this_run": len(summaries),
@@ -246,6 +259,3 @@ def run_samples(config: SamplesConfig) -> dict[str, Any]:
         "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
         "seconds": round(elapsed, 1),
     }
-    storage.mark_complete(out_dir, summary)
-    log.info("samples: done: %s", json.dumps({k: v for k, v in summary.items() if k not in ("fingerprint",)}))
-    return summary

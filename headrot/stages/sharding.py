@@ -190,7 +190,7 @@ def busy_fraction(snapshots: Iterable[str]) -> float | None:
     return round(sum(s["model_s"] for s in last.values()) / wall, 4) if wall > 0 else None
 
 
-def generator_actor(uri: str, precision: str, compile: bool, torch_threads: int, batch_size: int):
+def generator_actor(uri: str, precision: str, compile: bool, torch_threads: int | None, batch_size: int):
     """What a generator model actor sets up once: (acc, model, model_config, batch size): torch
     threads, the device's Inference settings, the checkpoint prepared for it, and the batch size
     that fits its memory (headrot.model.accel)."""
@@ -207,9 +207,13 @@ def generator_actor(uri: str, precision: str, compile: bool, torch_threads: int,
     return acc, model, model_config, probe_batch_size(model, acc, model_config.image_size, batch_size)
 
 
-def set_torch_threads(n: int) -> None:
+def set_torch_threads(n: int | None) -> None:
+    """Torch's threads for a model actor: its CPU share (None: leave torch's default, e.g. a
+    model actor called in the driver's own process, without Ray)."""
     import torch
 
+    if n is None:
+        return
     torch.set_num_threads(max(1, n))
     # Interop threads only matter for parallel graph ops; keep them from oversubscribing.
     try:

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from headrot import storage
-from headrot.config import to_mapping
+from headrot.config import from_mapping, to_mapping
+from headrot.layout import RunLayout
 from headrot.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,13 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     from headrot.model.unet import UNet
 
     started = time.time()
-    kind_uri = storage.join(root, "checkpoints", config.kind)
+    layout = RunLayout(root)
+    kind_uri = layout.checkpoint_dir(config.kind)
 
     # 1. the network (the embedder's follows its generator)
     generator_uri, generator_config = None, None
     if config.kind == "embedder":
-        generator_uri = config.generator or storage.join(root, "checkpoints", "generator", "model.pt")
+        generator_uri = config.generator or layout.model("generator")
         if not storage.is_remote(generator_uri):
             # Workers run in Ray's own working directory: a relative path would not resolve there.
             generator_uri = os.path.abspath(generator_uri)
@@ -138,7 +140,7 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
         use_gpu=use_gpu,
         resources_per_worker={"CPU": config.cpus_per_worker},  # + 1 GPU each when use_gpu
     )
-    storage_root = storage.join(root, "checkpoints")
+    storage_root = layout.checkpoints
     storage_filesystem = None
     if storage.is_remote(root):
         storage_filesystem, storage_path = storage.arrow_filesystem(storage_root)
@@ -179,7 +181,7 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
         "train_config": to_mapping(config),
         "generator": generator_uri,
     }
-    model_uri = storage.join(kind_uri, "model.pt")
+    model_uri = layout.model(config.kind)
     save_model(model_uri, config.kind, model.eval(), model_config, extra)
     storage.write_json(
         storage.join(kind_uri, "train_config.json"),
@@ -205,6 +207,35 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     }
     storage.mark_complete(kind_uri, {k: v for k, v in summary.items() if k != "history"})
     return summary
+
+
+def export_latest(root: str, kind: str, uri: str) -> dict[str, Any]:
+    """Write the EMA weights of the newest checkpoint under <root>/checkpoints/<kind>/ to `uri`
+    (a model.pt every stage loads), without training: to measure or ship a run that is still
+    going, or one stopped before its last epoch. Returns what was exported."""
+    import io
+
+    import torch
+
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import UNet, UNetConfig
+    from headrot.train.loop import STATE_FILE
+
+    kind_dir = RunLayout(root).checkpoint_dir(kind)
+    found = storage.list_dirs(kind_dir, "checkpoint_epoch")
+    if not found:
+        raise ValueError(f"train export: no checkpoint_epoch* folder under {kind_dir}: nothing trained there yet")
+    # Names are checkpoint_epochNNNN_stepNNNNNNNN, zero-padded: the last in sorted order is the newest.
+    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(found[-1], STATE_FILE))),
+                       map_location="cpu", weights_only=True)
+    model_config = from_mapping(UNetConfig, state["model_config"], where=f"{found[-1]} model_config")
+    model = UNet(model_config)
+    model.load_state_dict(state["ema"])
+    final = (state["history"] or [{}])[-1]
+    extra = {"step": int(state["step"]), "epoch": int(state["epoch"]), "loss": final.get("loss"),
+             "checkpoint": found[-1].rsplit("/", 1)[-1]}
+    save_model(uri, kind, model.eval(), model_config, extra)
+    return {"model": uri, **extra}
 
 
 def _warm_start(config: TrainConfig, model_config) -> str | None:

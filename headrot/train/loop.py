@@ -27,6 +27,7 @@ import torch
 
 from headrot import storage
 from headrot.config import from_mapping
+from headrot.layout import RunLayout
 from headrot.model.unet import UNet, UNetConfig
 from headrot.train.config import TrainConfig
 from headrot.report.grid import image_grid, png_bytes, to_uint8
@@ -127,7 +128,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "restored_optimizer_checksum": state_checksum(optimizer.state_dict())}
         restores = list(state.get("restores", [])) + [dict(restored)]
 
-    samples_uri = storage.join(root, "checkpoints", tc.kind, "samples")
+    kind_dir = RunLayout(root).checkpoint_dir(tc.kind)
+    samples_uri = storage.join(kind_dir, "samples")
     shard = ray.train.get_dataset_shard("train")
 
     def reached_max() -> bool:
@@ -195,7 +197,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if tc.sample_grid:
             grid_png = png_bytes(_sample_grid(tc, mc, ema.module, generator, config.get("sample_images"), device))
             storage.write_bytes(storage.join(samples_uri, f"epoch_{epoch:03d}.png"), grid_png)
-        storage.write_json(storage.join(root, "checkpoints", tc.kind, METRICS_FILE), history)
+        storage.write_json(storage.join(kind_dir, METRICS_FILE), history)
         if not save:
             ray.train.report(metrics, checkpoint=None)
             continue
