@@ -101,7 +101,7 @@ def sample_fd(root: str, report: dict, generator: str, data: str, n: int = 600) 
     from headrot.model.checkpoint import load_model
     from headrot.model.sampler import noise_for_seeds, reverse_diffusion
     from headrot.stages.evaluate import EvaluateConfig
-    from headrot.train.grid import to_uint8
+    from headrot.report.grid import to_uint8
 
     pe, ec = report["pose_estimator"], EvaluateConfig(root=root)
     judge = YawEstimator.load(f"{root}/report/yaw_estimator.npz", PoseConfig(

@@ -85,17 +85,24 @@ def read_run_json(root: str) -> dict[str, Any]:
     return storage.read_json(uri) if storage.exists(uri) else {"stages": {}}
 
 
-def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any], out_dir: str) -> bool:
+def claim_stage(root: str, stage: str, digest: str, config: dict[str, Any], out_dir: str,
+                replace: bool = False) -> bool:
     """Record that `stage` in `root`, writing `out_dir`, is made from inputs with fingerprint `digest`.
 
     Returns True when the stage was already recorded with the same fingerprint
     (a rerun or a resume), False when it is new. Raises ValueError when `out_dir`
     still holds outputs made from different inputs; once the user has deleted them,
     the new inputs take over the record (there is nothing left to mix with).
+    `replace`: a stage that rewrites every file it owns in `out_dir` (evaluate) takes the
+    record over at once: nothing of the old inputs can stay mixed with the new.
     """
     run = read_run_json(root)
     stages = run.setdefault("stages", {})
     previous = stages.get(stage)
+    if previous is not None and previous.get("fingerprint") != digest and replace:
+        log.info("%s: replacing its record of other inputs (fingerprint %s, now %s)",
+                 stage, previous.get("fingerprint"), digest)
+        previous = None
     if previous is not None and previous.get("fingerprint") != digest:
         if storage.list_files(out_dir) or storage.completion(out_dir) is not None:
             raise ValueError(

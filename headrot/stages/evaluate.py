@@ -35,13 +35,14 @@ from headrot.evaluate import aggregate as A
 from headrot.evaluate.measure import MeasureSpec, decode_renders, measure, read_sources
 from headrot.labels.pose import (MEDIAPIPE_HINT, PoseConfig, check_independent, load_or_fit,
                                  mediapipe_available)
+from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.report.page import FIT_FIGURES
+from headrot.stages.protocol import Stage, run_stage
 
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
-REPORT = "report"
 # A measure task's CPU share: fractional, so the tasks never starve Ray's readers (2-core machines).
 TASK_CPUS = 0.5
 # report/metrics.parquet: one row per render, these columns (float32 on disk).
@@ -74,7 +75,7 @@ class EvaluateConfig:
             raise ValueError("evaluate: cases must be >= 1")
 
     def rotated_dir(self) -> str:
-        return self.rotated or storage.join(self.root, "rotated")
+        return self.rotated or RunLayout(self.root).rotated
 
 
 # ---------------------------------------------------------------------------
@@ -95,18 +96,6 @@ def _fingerprint(config: EvaluateConfig, data_uri: str) -> str:
     rotated_marker = storage.completion(config.rotated_dir()) or {}
     return runs.fingerprint({"rotated": rotated_marker.get("fingerprint"), "data": runs.redact_uri(data_uri),
                              "config": to_mapping(config)})
-
-
-def _claim(config: EvaluateConfig, digest: str, report_dir: str) -> None:
-    """run.json's stages.evaluate. report/ also holds the other stages' figures and a new
-    evaluation rewrites every file evaluate writes (nothing can mix), so a record of other
-    inputs is replaced, not refused as the shard-writing stages must."""
-    run = runs.read_run_json(config.root)
-    previous = (run.get("stages") or {}).get(STAGE)
-    if previous is not None and previous.get("fingerprint") != digest:
-        del run["stages"][STAGE]
-        storage.write_json(storage.join(config.root, runs.RUN_JSON), run)
-    runs.claim_stage(config.root, STAGE, digest, to_mapping(config), report_dir)
 
 
 def _render_size(files: list[str]) -> int:
@@ -174,7 +163,7 @@ def _real_judge(data_uri: str, size: int) -> tuple[MeasureSpec, dict, list[str]]
 
 
 def labeller_of(root: str) -> dict | None:
-    from headrot.stages.render import labeller_key
+    from headrot.stages.samples import labeller_key
 
     return labeller_key(root)
 
@@ -206,7 +195,7 @@ def measure_all(files: list[str], spec: MeasureSpec, total_rows: int) -> tuple[p
 
 
 def _latents_psnr(root: str) -> float | None:
-    latents_dir = storage.join(root, "latents")
+    latents_dir = RunLayout(root).latents
     if storage.completion(latents_dir) is None:  # no embed stage in this root: the report goes on
         return None
     # A mean over fewer rows than the embed stage made would be silently wrong: checked like any read.
@@ -223,7 +212,7 @@ def _latents_psnr(root: str) -> float | None:
 def trajectory_fit_of(root: str) -> dict[str, Any]:
     """The fit's R^2, noise share and R^2 without noise per light class and side (and of the
     global lines), and its fallbacks, from its _SUCCESS."""
-    done = storage.completion(storage.join(root, "trajectories")) or {}
+    done = storage.completion(RunLayout(root).trajectories) or {}
     keys = [f"{f}_{scope}" for f in FIT_FIGURES for scope in ("by_light", "global")] + ["fallbacks"]
     return {k: done.get(k, {}) for k in keys}
 
@@ -232,7 +221,7 @@ def trajectory_figure_of(root: str) -> bytes | None:
     """report/trajectories.png from the fit stage's table (None when the run has none)."""
     from headrot.report.trajectory_fit import trajectory_figure
 
-    uri = storage.join(root, "trajectories", "trajectories.parquet")
+    uri = RunLayout(root).trajectories_table
     return trajectory_figure(tables.read_parquet(uri)) if storage.exists(uri) else None
 
 
@@ -268,7 +257,7 @@ def figures_of(report: dict, metrics: pa.Table, files: list[str], spec: MeasureS
 
     synthetic = spec.synthetic
     figures = page.make_figures(report["methods"], report["pose_estimator"], synthetic)
-    uri = storage.join(config.root, "trajectories", "trajectories.parquet")
+    uri = RunLayout(config.root).trajectories_table
     if storage.exists(uri) and (png := trajectory_figure(tables.read_parquet(uri))) is not None:
         figures["trajectories.png"] = (png, page.TRAJECTORIES_CAPTION)
     embedded = report["embedding"]["method"]
@@ -281,10 +270,11 @@ def figures_of(report: dict, metrics: pa.Table, files: list[str], spec: MeasureS
     return figures
 
 
-def write_report(config: EvaluateConfig, report: dict, figures: dict, metrics: pa.Table, digest: str) -> None:
+def write_report(config: EvaluateConfig, report: dict, figures: dict, metrics: pa.Table) -> None:
+    """The figures, metrics.parquet, report.html and report.json (run_stage writes _SUCCESS after)."""
     from headrot.report.page import render_html
 
-    report_dir = storage.join(config.root, REPORT)
+    report_dir = RunLayout(config.root).report
     for name, (png, _) in figures.items():
         storage.write_bytes(storage.join(report_dir, name), png)
     tables.write_parquet(storage.join(report_dir, "metrics.parquet"), pa.table(
@@ -292,12 +282,11 @@ def write_report(config: EvaluateConfig, report: dict, figures: dict, metrics: p
     page = render_html(report, figures, runs.read_run_json(config.root), report_dir)
     storage.write_bytes(storage.join(report_dir, "report.html"), page.encode())
     storage.write_json(storage.join(report_dir, "report.json"), report)
-    storage.mark_complete(report_dir, {"fingerprint": digest, "summary": report["summary"]})
 
 
 def _report(config, measured: dict, data_uri: str, figures: list[str], started: float) -> dict[str, Any]:
     """report.json: the aggregate's keys, then where it came from (schema: headrot.evaluate)."""
-    root, rotated_dir, report_dir = config.root, config.rotated_dir(), storage.join(config.root, REPORT)
+    root, rotated_dir, report_dir = config.root, config.rotated_dir(), RunLayout(config.root).report
     path = lambda name: runs.redact_uri(storage.join(report_dir, name))  # noqa: E731
     head = [k for k in measured if k not in ("pose_estimator", "targets", "notes")]
     return {**{k: measured[k] for k in head}, "trajectories": trajectory_fit_of(root),
@@ -318,20 +307,30 @@ def _report(config, measured: dict, data_uri: str, figures: list[str], started: 
 @locked(lambda config: config.root, STAGE)  # one writer per run root (headrot/lock.py)
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Measure the run's renders and write report/report.json + report/report.html; returns the report."""
-    started = time.time()
+    layout = RunLayout(config.root)
     data_uri = resolve_data(config, runs.read_run_json(config.root))
-    report_dir = storage.join(config.root, REPORT)
-    digest = _fingerprint(config, data_uri)
     # Every rotated file the render stage made, checked against its _SUCCESS (runs.stage_files).
     files = runs.stage_files(config.rotated_dir(), STAGE, "render", rows_key="renders")
     if not files:
         raise ValueError(f"{runs.redact_uri(config.rotated_dir())} holds no renders")
-    _claim(config, digest, report_dir)
-    done = storage.completion(report_dir)
-    if done is not None and done.get("fingerprint") == digest:
-        log.info("evaluate: %s is complete; nothing to do", runs.redact_uri(report_dir))
-        return {**storage.read_json(storage.join(report_dir, "report.json")), "skipped": True}
+    # report/ also holds the other stages' figures, and an evaluation rewrites every file it
+    # writes: a record of other inputs is replaced, not refused as the shard-writing stages must.
+    stage = Stage(STAGE, config.root, layout.report, _fingerprint(config, data_uri), to_mapping(config),
+                  "renders", "renders", replace=True)
+    report: dict[str, Any] = {}
 
+    def work() -> dict[str, Any]:
+        report.update(_evaluate(config, data_uri, files))
+        return {"renders": report["summary"]["n_renders"], "summary": report["summary"]}
+
+    run_stage(stage, work)
+    return report or {**storage.read_json(layout.report_file("report.json")), "skipped": True}
+
+
+def _evaluate(config: EvaluateConfig, data_uri: str, files: list[str]) -> dict[str, Any]:
+    """The work: the judge, a measure task per file, the aggregate, the figures and files; the report."""
+    started = time.time()
+    report_dir = RunLayout(config.root).report
     source_col = tables.read_parquet_files(files, columns=["source_id"]).column("source_id")
     source_ids, size = sorted(set(source_col.to_pylist())), _render_size(files)
     log.info("evaluate: %d renders of %d sources in %d files, size %d", len(source_col), len(source_ids),
@@ -351,7 +350,7 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
                                               notes=tuple(notes), latents_recon_psnr=_latents_psnr(config.root)))
     figures = figures_of(measured, metrics, files, spec, config)
     report = _report(config, measured, data_uri, list(figures), started)
-    write_report(config, report, figures, metrics, digest)
+    write_report(config, report, figures, metrics)
     log.info("evaluate: %s", {k: report["summary"][k] for k in ("method", "pose_error_deg_median", "psnr_db_mean",
                                                                  "identity_top1", "targets_met", "targets_total")})
     return report

@@ -35,11 +35,12 @@ class Stage:
     count_key: str              # the summary's count a skip reports ("written", "rows", ...)
     noun: str                   # what count_key counts, for the log
     pending: Sequence[str] = field(default=())  # planned shards not yet written: a stage with any is not skipped
+    replace: bool = False       # a record of other inputs is taken over, not refused (runs.claim_stage)
 
 
 def run_stage(stage: Stage, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Claim, skip when complete, else work and mark complete; returns the stage's summary."""
-    runs.claim_stage(stage.root, stage.name, stage.digest, dict(stage.config), stage.out_dir)
+    runs.claim_stage(stage.root, stage.name, stage.digest, dict(stage.config), stage.out_dir, stage.replace)
     if not stage.pending:
         skipped = runs.completed(stage.name, stage.out_dir, stage.digest, stage.count_key, stage.noun)
         if skipped is not None:
