@@ -212,32 +212,32 @@ def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri))
 
 
-def list_files(uri: str, suffix: str = "") -> list[str]:
-    """Full URIs of the files directly under `uri` ending in `suffix`, sorted; [] if absent."""
-    fs, path = filesystem(uri)
-    try:
-        entries = _retrying("listing", uri, lambda: fs.ls(path, detail=True))
-    except FileNotFoundError:
-        return []
-    prefix = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
-    out = []
-    for entry in entries:
-        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if entry.get("type") == "file" and name.endswith(suffix) and not name.startswith((".", "_")):
-            out.append(prefix + entry["name"])
-    return sorted(out)
-
-
-def list_dirs(uri: str, prefix: str = "") -> list[str]:
-    """Full URIs of the folders directly under `uri` whose names start with `prefix`, sorted."""
+def _listing(uri: str, kind: str) -> list[str]:
+    """Full URIs of the entries of `kind` (file | directory) directly under `uri`; [] if absent.
+    Asks the store every time (no listings cache on remote filesystems: see `filesystem`)."""
     fs, path = filesystem(uri)
     try:
         entries = _retrying("listing", uri, lambda: fs.ls(path, detail=True))
     except FileNotFoundError:
         return []
     scheme = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
-    names = [entry["name"].rstrip("/") for entry in entries if entry.get("type") == "directory"]
-    return sorted(scheme + n for n in names if n.rsplit("/", 1)[-1].startswith(prefix))
+    return [scheme + e["name"].rstrip("/") for e in entries if e.get("type") == kind]
+
+
+def _name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Full URIs of the files directly under `uri` ending in `suffix`, sorted; [] if absent.
+    Hidden names (`.tmp-*` partial writes, `_SUCCESS`, `_LOCK`, `_mean_faces/`) are not listed."""
+    return sorted(u for u in _listing(uri, "file")
+                  if _name(u).endswith(suffix) and not _name(u).startswith((".", "_")))
+
+
+def list_dirs(uri: str, prefix: str = "") -> list[str]:
+    """Full URIs of the folders directly under `uri` whose names start with `prefix`, sorted."""
+    return sorted(u for u in _listing(uri, "directory") if _name(u).startswith(prefix))
 
 
 # ---------------------------------------------------------------------------
