@@ -38,11 +38,13 @@ CONFIG = {
 
 
 def s3_names(s3_server, uri: str) -> list[str]:
-    """File names under an s3:// folder as a brand-new, uncached client sees them now."""
+    """File names (not folders such as latents/_mean_faces/) directly under an s3:// folder, as a
+    brand-new, uncached client sees them now."""
     fs = s3_server.fs()
     path = uri.split("://", 1)[1]
     try:
-        return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, refresh=True))
+        return sorted(e["name"].rsplit("/", 1)[-1] for e in fs.ls(path, detail=True, refresh=True)
+                      if e["type"] == "file")
     except FileNotFoundError:
         return []
 
