@@ -168,6 +168,8 @@ def test_train_generator_crash_resume_export(ray_cluster, tmp_path):
     assert history[-1]["samples_per_s"] > 0
     for epoch in (1, 2, 3):
         assert os.path.exists(os.path.join(kind_dir, "samples", f"epoch_{epoch:03d}.png"))
+    with open(os.path.join(kind_dir, "loss_curve.png"), "rb") as f:  # the whole curve, across the resume
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # 3. the exported EMA weights load and sample
     model, model_config, extra = load_model(result["model"], "generator")

@@ -72,3 +72,17 @@ def cases_sheet(cases: Sequence[dict], with_truth: bool) -> bytes:
     rows = [(c["source"], [c["render"], c["truth"]] if with_truth else [c["render"]]) for c in cases]
     cols = ["render", "ground truth"] if with_truth else ["render"]
     return png_bytes(contact_sheet(rows, cols, [c["label"] for c in cases], source_label="source"))
+
+
+def loss_curve(history: Sequence[dict], title: str = "Training loss") -> bytes:
+    """The training loss per epoch (history: the train loop's per-epoch metrics, kept across
+    resumes, so a run stopped and continued many times draws one curve)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["loss"] for h in history], marker="o", ms=3, lw=1.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (L1 on the noise)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig)

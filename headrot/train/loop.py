@@ -31,11 +31,13 @@ from headrot.layout import RunLayout
 from headrot.model.unet import UNet, UNetConfig
 from headrot.train.config import TrainConfig
 from headrot.report.grid import image_grid, png_bytes, to_uint8
+from headrot.report.plots import loss_curve
 from headrot.train.steps import EMA, embedder_step_loss, freeze, generator_loss, step_generator, to_model_images
 
 STATE_FILE = "state.pt"      # inside each Ray Train checkpoint directory
 SAMPLES_FILE = "samples.png"  # the grid of that epoch, beside the state
 METRICS_FILE = "metrics.json"
+CURVE_FILE = "loss_curve.png"  # beside metrics.json, redrawn every epoch
 
 
 class SimulatedFailure(RuntimeError):
@@ -198,6 +200,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             grid_png = png_bytes(_sample_grid(tc, mc, ema.module, generator, config.get("sample_images"), device))
             storage.write_bytes(storage.join(samples_uri, f"epoch_{epoch:03d}.png"), grid_png)
         storage.write_json(storage.join(kind_dir, METRICS_FILE), history)
+        storage.write_bytes(storage.join(kind_dir, CURVE_FILE), loss_curve(history, f"{tc.kind}: training loss"))
         if not save:
             ray.train.report(metrics, checkpoint=None)
             continue
