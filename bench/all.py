@@ -189,29 +189,15 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
                for p in common.PRESETS if p in x])
     if "memory" in r:
         x = r["memory"]
-        a, b = x["runs"][0], x["runs"][-1]
-        lines += [f"## Memory (embed, {x['preset']} preset, {x['sizes'][0]} vs {x['sizes'][1]} images)", "",
-                  _row(["peak RSS (MB)", f"{x['sizes'][0]}", f"{x['sizes'][1]}", "growth", "target", "result"]),
-                  _row(["---"] * 6)]
-        for k in ("driver_peak_mb", "worker_max_peak_mb", "actor_max_peak_mb"):
-            g = x["growth"].get(k)
-            res = _met(None if g is None else abs(g - 1), 0.10, higher=False)
-            lines.append(_row([k, _f(a.get(k)), _f(b.get(k)), _f(g), "< 10%", res]))
-            if res == "**missed**":
-                missed.append(f"- Memory, {k}: grew {_f(g)}x; see the notes below.")
-        lines.append("")
+        lines += memory_table(f"embed, {x['preset']} preset, {x['sizes'][0]} vs {x['sizes'][1]} images",
+                              x, [str(n) for n in x["sizes"]], ("driver_peak_mb", "worker_max_peak_mb",
+                                                                 "actor_max_peak_mb"), "embed", missed) + [""]
     if "evaluate_memory" in r:
         x = r["evaluate_memory"]
         a, b = x["runs"][0], x["runs"][-1]
-        lines += [f"## Memory (evaluate, {a['renders']:,} vs {b['renders']:,} renders: 1x and 10x the demo's)", "",
-                  _row(["peak RSS (MB)", f"{a['renders']:,}", f"{b['renders']:,}", "growth", "target", "result"]),
-                  _row(["---"] * 6)]
-        for k, target in (("driver_peak_mb", "< 10%"), ("worker_max_peak_mb", "-")):
-            g = x["growth"].get(k)
-            res = _met(None if g is None else abs(g - 1), 0.10, higher=False) if target != "-" else "-"
-            lines.append(_row([k, _f(a.get(k)), _f(b.get(k)), _f(g), target, res]))
-            if res == "**missed**":
-                missed.append(f"- Memory, evaluate {k}: grew {_f(g)}x.")
+        sizes = [f"{a['renders']:,}", f"{b['renders']:,}"]
+        lines += memory_table(f"evaluate, {sizes[0]} vs {sizes[1]} renders: 1x and 10x the demo's", x, sizes,
+                              ("driver_peak_mb",), "evaluate", missed, shown=("worker_max_peak_mb",))
         lines += ["", f"One measure task per rotated shard ({_f(a['renders_per_s'])} and {_f(b['renders_per_s'])} "
                   "renders/s here); the driver holds the per-render metrics rows, never an image. "
                   "`python -m bench.evaluate_memory`.", ""]
@@ -274,6 +260,22 @@ def latent_section(r: dict) -> list[str]:
                              _f(min(gains)) if gains else "-", _f(v["identity_top1"]), _f(costs.get(method))]))
         out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; complete stages of its "
                 "root are reused, so after `make demo` it only reads the demo's evaluation).", ""]
+    return out
+
+
+def memory_table(title: str, x: dict, sizes: list[str], targeted: tuple[str, ...], stage: str,
+                 missed: list[str], shown: tuple[str, ...] = ()) -> list[str]:
+    """Peak RSS at the two sizes of a memory benchmark: `targeted` keys must grow < 10%, `shown`
+    keys are reported only; a missed target is added to `missed`."""
+    a, b = x["runs"][0], x["runs"][-1]
+    out = [f"## Memory ({title})", "", _row(["peak RSS (MB)", *sizes, "growth", "target", "result"]),
+           _row(["---"] * 6)]
+    for k in (*targeted, *shown):
+        g = x["growth"].get(k)
+        res = _met(None if g is None else abs(g - 1), 0.10, higher=False) if k in targeted else "-"
+        out.append(_row([k, _f(a.get(k)), _f(b.get(k)), _f(g), "< 10%" if k in targeted else "-", res]))
+        if res == "**missed**":
+            missed.append(f"- Memory, {stage} {k}: grew {_f(g)}x; see the notes below.")
     return out
 
 
