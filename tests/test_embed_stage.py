@@ -133,3 +133,17 @@ def test_embed_to_s3_reads_back_identical_rows(ray_cluster, dataset, generator_c
                                   tables.tensor_to_numpy(b.column("latent")))
     assert a.column("light").to_pylist() == b.column("light").to_pylist()
     assert storage.completion(storage.join(remote, "latents"))["written"] == 24 - 4  # 4 planted bad files
+
+
+def test_mean_face_sums_of_a_shard_whose_every_image_was_rejected(tmp_path):
+    """An empty shard's sums have the figure's shape, so they add to the others' (no broadcast error)."""
+    from headrot.layout import RunLayout
+    from headrot.stages.embed import mean_face_sums, read_mean_face_sums, write_mean_face_sums
+
+    layout = RunLayout(str(tmp_path))
+    empty = mean_face_sums(np.zeros((0, 16, 16, 3), np.uint8), [], np.zeros(0))
+    full = mean_face_sums(np.full((2, 16, 16, 3), 10, np.uint8), ["left", "right"], np.array([-30.0, 5.0]))
+    write_mean_face_sums(layout.mean_face_sums("part-00000"), *empty)
+    write_mean_face_sums(layout.mean_face_sums("part-00001"), *full)
+    sums, counts, missing = read_mean_face_sums(layout, ["part-00000", "part-00001", "part-00002"], 16)
+    assert counts.sum() == 2 and sums.max() == 10 and missing == ["part-00002"]

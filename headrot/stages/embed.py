@@ -284,8 +284,9 @@ def write_shard(row: dict[str, Any], root: str, size: int, latent_dtype: str) ->
 
 
 def mean_face_sums(images: np.ndarray, lights: list[str], yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sums [L, B, S, S, 3] float64, counts [L, B]) of the images by light class and yaw bin."""
-    size = images.shape[1] if len(images) else 0
+    """(sums [L, B, S, S, 3] float64, counts [L, B]) of the images [N, S, S, 3] (N may be 0: a
+    shard whose every image was rejected) by light class and yaw bin."""
+    size = images.shape[1]
     bins = np.digitize(yaw, MEAN_FACE_EDGES[1:-1])
     sums = np.zeros((3, len(MEAN_FACE_EDGES) - 1, size, size, 3), dtype=np.float64)
     counts = np.zeros((3, len(MEAN_FACE_EDGES) - 1), dtype=np.int64)
@@ -306,7 +307,7 @@ def write_mean_face_sums(uri: str, sums: np.ndarray, counts: np.ndarray) -> None
 
 def read_mean_face_sums(layout: RunLayout, shards: list[str], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The sums over every planned shard, whoever wrote it; and the shards without sums (written
-    by a headrot that kept none: the figure then says how many images it leaves out)."""
+    by a headrot that kept none: the stage's summary counts them, `mean_faces.shards_without_sums`)."""
     n_bins = len(MEAN_FACE_EDGES) - 1
     sums, counts = np.zeros((3, n_bins, size, size, 3)), np.zeros((3, n_bins), np.int64)
     missing = []
