@@ -15,6 +15,15 @@ so that, to first order, the move turns the head by one degree per unit and chan
 the other readings (InterFaceGAN's conditional manipulation, made local). Large turns follow
 the path in segments (`follow`): re-linearise every `segment` degrees, calibrate each leg.
 
+First order is not enough over 30 degrees: each leg's step keeps the colours only to first
+order, and the second-order drift adds up leg after leg (hair from brown to black at +-30).
+So each new linearisation also gives a corrector (`correction`): the Gauss-Newton move, off
+the yaw gradient, that takes the other readings back to the unmoved render's values (a
+predictor-corrector path follower on the level set "everything but yaw as at the source").
+It costs nothing more: the readings at the leg's start come from the Jacobian's forward pass.
+On the demo model it traded pose for a little PSNR (bench/NOTES.md), so the render stage's
+`local_correct` leaves it off by default.
+
 Torch (autograd through the 10-step sampler); the stages call it from the render actor.
 Cost: per face and leg, one forward pass and K = 14 batched backward passes (JACOBIAN_DECODES).
 """
@@ -57,8 +66,10 @@ N_READINGS = 2 + len(nuisance.NAMES)
 # Jacobian and the conditional step
 
 
-def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int, chunk: int = 8) -> np.ndarray:
-    """[N, K, C, S, S]: d reading_k(render(z_i)) / d z_i, low-passed (float64).
+def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int,
+             chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(values [N, K], jac [N, K, C, S, S]): the readings of render(z_i) and their gradients
+    d reading_k(render(z_i)) / d z_i, low-passed (float64).
 
     One forward pass per face and K backward passes batched over one-hot cotangents
     (`is_grads_batched`: autograd vmaps the backward). Measured on the demo model: 3.2x faster
@@ -68,6 +79,7 @@ def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int, chunk
 
     n = len(z)
     out = np.zeros((n, N_READINGS, *z.shape[1:]))
+    at = np.zeros((n, N_READINGS))
     eye = torch.eye(N_READINGS)
     for s in range(0, n, chunk):
         with torch.enable_grad():
@@ -76,7 +88,8 @@ def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int, chunk
             cotangents = eye.unsqueeze(1).expand(N_READINGS, len(zz), N_READINGS)
             (grads,) = torch.autograd.grad(values, zz, grad_outputs=cotangents, is_grads_batched=True)
         out[s:s + len(zz)] = D.lowpass(grads.transpose(0, 1).numpy().astype(np.float64), blocks)
-    return out
+        at[s:s + len(zz)] = values.detach().numpy()
+    return at, out
 
 
 # What one Jacobian costs in decodes (10-step renders) of the same faces: one forward pass and K
@@ -101,6 +114,33 @@ def conditional_steps(jac: np.ndarray, ortho: bool = True) -> np.ndarray:
             out[i] = D.orthogonalise(gy / norm2, rows[1:]) if ortho else gy / norm2
         except ValueError:
             continue
+    return out
+
+
+def correction(jac: np.ndarray, values: np.ndarray, reference: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
+    """[N, C, S, S]: per face, the move back towards `reference` [N, K] of every reading but yaw
+    (light azimuth, colours), to first order, that leaves yaw alone: the damped least-norm
+    solution of J_o dz = reference_o - values_o with dz orthogonal to the yaw gradient.
+
+    The readings have different units (degrees, colour fractions), so each row is scaled to
+    unit gradient norm before solving (its residual becomes a distance in z), and the ridge
+    (a fraction of the mean eigenvalue) keeps nearly parallel rows from asking for huge moves.
+    A face whose rows vanish gets no correction."""
+    out = np.zeros((len(jac), *jac.shape[2:]))
+    for i, rows in enumerate(jac):
+        flat = rows.reshape(len(rows), -1)
+        gy, others = flat[0], flat[1:]
+        if float(gy @ gy) > 0:
+            others = others - np.outer(others @ gy / float(gy @ gy), gy)
+        scale = np.linalg.norm(others, axis=1)
+        live = scale > 1e-12 * max(float(scale.max()), 1e-300)
+        if not live.any():
+            continue
+        a = others[live] / scale[live, None]
+        r = (reference[i, 1:] - values[i, 1:])[live] / scale[live]
+        gram = a @ a.T
+        lam = ridge * float(np.trace(gram)) / len(gram)
+        out[i] = (a.T @ np.linalg.solve(gram + lam * np.eye(len(gram)), r)).reshape(rows.shape[1:])
     return out
 
 
@@ -140,13 +180,14 @@ def plan_legs(targets: list[float], segment: float) -> list[tuple[float, bool, b
     return legs
 
 
-def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at: Callable[[np.ndarray], np.ndarray],
+def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at: Callable,
            decode_read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], segment: float,
            rounds: int, norm: bool, valid_of: Callable[[np.ndarray], np.ndarray] | None = None,
            ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
     legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
-    so, its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
+    so (a step, or (step, offset): the offset, e.g. a `correction`, is added once, to the leg
+    that starts there), its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
     `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
 
     `valid_of(images) -> bool [N]` guards against renders that break: an invalid one is never
@@ -159,10 +200,14 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
     step = None
     rows = np.arange(len(z))
     for target, wanted, fresh in plan_legs(targets, segment):
+        offset = 0.0
         if fresh:
             step = step_at(start)
+            if isinstance(step, tuple):
+                step, offset = step
         chained = segment > 0
-        base, got = (start, reached) if chained else (z, np.zeros(len(z)))
+        origin, got = (start, reached) if chained else (z, np.zeros(len(z)))
+        base = origin + offset
         tried, images = [], []
 
         def achieved_at(k):
@@ -179,7 +224,7 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
         pick = np.maximum(cal.best_round, 0)
         prev_images = images_at if chained else base_images
         leg_images = np.where(kept[:, None, None, None], np.stack(images)[pick, rows], prev_images)
-        leg_latents = np.where(kept.reshape(-1, *([1] * (z.ndim - 1))), np.stack(tried)[pick, rows], base)
+        leg_latents = np.where(kept.reshape(-1, *([1] * (z.ndim - 1))), np.stack(tried)[pick, rows], origin)
         leg_reached = np.where(kept, cal.achieved + got, got)
         if wanted:
             out[target] = (leg_images, leg_reached, np.where(kept, cal.scale, 0.0))

@@ -23,9 +23,10 @@ def test_jacobian_of_a_linear_generator_is_its_low_passed_readout():
         return x.reshape(len(x), -1) @ torch.from_numpy(W).float().T
 
     z = rng.standard_normal((3, *SHAPE)) * 0.5
-    jac = L.jacobian(render, read, z, blocks=4, chunk=2)
+    values, jac = L.jacobian(render, read, z, blocks=4, chunk=2)
     want = D.lowpass(0.1 * W.reshape(L.N_READINGS, *SHAPE), 4)
     assert jac.shape == (3, L.N_READINGS, *SHAPE)
+    assert np.allclose(values, 0.1 * z.reshape(3, -1) @ W.T, atol=1e-4)
     for i in range(3):
         assert np.allclose(jac[i], want, atol=1e-5)
 
@@ -40,6 +41,47 @@ def test_conditional_steps_turn_one_degree_and_leave_the_other_readings():
     plain = L.conditional_steps(jac, ortho=False)
     assert float((jac[0, 0] * plain[0]).sum()) == pytest.approx(1.0)
     assert not np.allclose(plain, steps)
+
+
+def test_correction_restores_the_other_readings_and_leaves_yaw():
+    """On linear readings r(z) = J z, the corrector from a drifted point takes every reading but
+    yaw back to the reference (to the ridge's precision) and does not change yaw at all."""
+    rng = np.random.default_rng(5)
+    n = 3
+    jac = rng.standard_normal((n, L.N_READINGS, *SHAPE))
+    z_ref = rng.standard_normal((n, *SHAPE))
+    z_now = z_ref + 0.3 * rng.standard_normal((n, *SHAPE))
+
+    def read(z):
+        return np.einsum("nkd,nd->nk", jac.reshape(n, L.N_READINGS, -1), z.reshape(n, -1))
+
+    fix = L.correction(jac, read(z_now), read(z_ref), ridge=1e-8)
+    after = read(z_now + fix)
+    assert np.allclose(after[:, 0], read(z_now)[:, 0], atol=1e-8)          # yaw untouched
+    assert np.allclose(after[:, 1:], read(z_ref)[:, 1:], atol=1e-5)         # the others restored
+    drift_before = np.abs(read(z_now)[:, 1:] - read(z_ref)[:, 1:]).mean()
+    damped = read(z_now + L.correction(jac, read(z_now), read(z_ref), ridge=1.0))[:, 1:]
+    assert np.abs(damped - read(z_ref)[:, 1:]).mean() < drift_before        # the ridge only damps it
+    assert np.array_equal(L.correction(np.zeros_like(jac), read(z_now), read(z_ref)), np.zeros((n, *SHAPE)))
+
+
+def test_follow_adds_a_legs_offset_once():
+    """step_at may return (step, offset): the offset moves that leg's start, once."""
+    z0 = np.zeros((2, *SHAPE))
+    step = np.zeros((2, *SHAPE))
+    step[:, 0, 0, 0] = 1.0
+    offset = np.zeros((2, *SHAPE))
+    offset[:, 1, 0, 0] = 0.5
+    seen = []
+
+    def decode_read(z):
+        seen.append(z.copy())
+        return np.zeros((len(z), 2, 2, 3), np.uint8), z[:, 0, 0, 0]
+
+    got = L.follow(z0, np.zeros((2, 2, 2, 3), np.uint8), [10.0, 20.0],
+                   lambda z: (step, offset) if z is z0 else step, decode_read, segment=10, rounds=1, norm=False)
+    assert np.allclose(got[20.0][1], 20.0)
+    assert np.allclose(seen[0][:, 1, 0, 0], 0.5) and np.allclose(seen[-1][:, 1, 0, 0], 0.5)
 
 
 def test_follow_reaches_far_targets_in_legs_on_a_curved_response():

@@ -72,6 +72,9 @@ class RenderConfig:
     local_lowpass: int = 8                                        # local: blocks per side of the step's subspace
     local_segment: float = 10.0                                   # local: re-linearise every this many degrees (0: once)
     local_jacobian_steps: int | None = None                       # local: DDIM steps inside the Jacobian (None: steps)
+    local_correct: float = 0.0                                    # local: weight of each leg's corrector back to the
+                                                                  # source's colours and light (0: off; 1 measured no
+                                                                  # better on the demo: bench/NOTES.md)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -82,6 +85,9 @@ class RenderConfig:
             raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
             raise ValueError("render: calibration_rounds must be >= 1")
+        if not 0.0 <= self.local_correct <= 2.0:
+            raise ValueError(f"render: local_correct must be in [0, 2] (1: a full Gauss-Newton step), "
+                             f"got {self.local_correct}")
         if self.max_drift is not None and self.max_drift <= 0:
             raise ValueError("render: max_drift must be > 0 (or null: no guard)")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
@@ -127,7 +133,9 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
             for sign in (-1, 1):
                 plan = plan_legs([d for d in config.deltas if d * sign > 0], config.local_segment)
                 legs += len(plan)
-                jacobians += sum(1 for _, _, fresh in plan if fresh)
+                # Each side's first leg starts at z, whose one Jacobian both sides share.
+                jacobians += sum(1 for _, _, fresh in plan[1:] if fresh)
+            jacobians += 1 if any(d != 0 for d in config.deltas) else 0
             # A Jacobian through fewer DDIM steps costs that much less.
             share = (config.local_jacobian_steps or config.steps) / config.steps
             out[m] = round((jacobians * JACOBIAN_DECODES * share + legs * rounds + 1) / n_d, 3)
@@ -264,10 +272,20 @@ class RenderShards:
                 return reverse_diffusion(self.model, x.to(self.device),
                                          steps=self.config.local_jacobian_steps or self.steps).float().cpu()
 
-        def step_at(latents):
+        def linearise(latents):
             with torch.inference_mode(False):
-                jac = L.jacobian(render, read, latents, self.config.local_lowpass)
-            return L.conditional_steps(jac, variant.ortho)
+                return L.jacobian(render, read, latents, self.config.local_lowpass)
+
+        # Both sides start at z: one linearisation there serves both, and its readings are the
+        # reference every later leg's corrector steers back to.
+        reference, jac_at_z = linearise(z)
+
+        def step_at(latents):
+            values, jac = (reference, jac_at_z) if latents is z else linearise(latents)
+            step = L.conditional_steps(jac, variant.ortho)
+            if not self.config.local_correct or latents is z:
+                return step
+            return step, self.config.local_correct * L.correction(jac, values, reference)
 
         def decode_read(latents):
             images = self.decode(latents)
