@@ -187,8 +187,8 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
     """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
     legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
     so (a step, or (step, offset): the offset, e.g. a `correction`, is added once, to the leg
-    that starts there), its length calibrated over `rounds` decodes (headrot.directions.calibrate) against what
-    `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
+    that starts there), its length calibrated over `rounds` decodes (headrot.directions.calibrate)
+    against what `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
 
     `valid_of(images) -> bool [N]` guards against renders that break: an invalid one is never
     kept; a face with no valid render on a leg stays where the previous leg left it (its render

@@ -276,16 +276,18 @@ class RenderShards:
             with torch.inference_mode(False):
                 return L.jacobian(render, read, latents, self.config.local_lowpass)
 
-        # Both sides start at z: one linearisation there serves both, and its readings are the
-        # reference every later leg's corrector steers back to.
-        reference, jac_at_z = linearise(z)
+        # Both sides start at z: one linearisation there serves both (made on the first leg, so
+        # never when no delta moves), and its readings are what every later corrector steers back to.
+        at_z: list[tuple[np.ndarray, np.ndarray]] = []
 
         def step_at(latents):
-            values, jac = (reference, jac_at_z) if latents is z else linearise(latents)
+            if latents is z and not at_z:
+                at_z.append(linearise(z))
+            values, jac = at_z[0] if latents is z else linearise(latents)
             step = L.conditional_steps(jac, variant.ortho)
             if not self.config.local_correct or latents is z:
                 return step
-            return step, self.config.local_correct * L.correction(jac, values, reference)
+            return step, self.config.local_correct * L.correction(jac, values, at_z[0][0])
 
         def decode_read(latents):
             images = self.decode(latents)
