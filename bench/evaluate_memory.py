@@ -31,7 +31,7 @@ import numpy as np
 
 from bench import common
 
-METHODS = ("local-ortho-norm-cal", "samples-ortho-norm-cal", "samples-norm", "samples", "headrot",
+METHODS = ("local-ortho-norm-cal-colour", "samples-ortho-norm-cal", "samples-norm", "samples", "headrot",
            "no_move", "light_agnostic", "single_direction", "centroid_path")   # configs/demo.yaml
 DELTAS = (-30, -20, -10, 0, 10, 20, 30)
 SIZE = 64                 # the demo model's image size

@@ -7,6 +7,7 @@
       _LOCK                             one writer at a time (headrot.lock)
       checkpoints/<kind>/model.pt       generator, embedder (headrot.train, or copied in by `headrot run`)
       checkpoints/labeller/pose.npz     the method's own pose-and-light CNN (samples stage)
+      checkpoints/labeller/reader.npz   its second one, another seed: what calibration reads
       labels/light.parquet              the light classifier's labels of every selected image (embed)
       latents/part-NNNNN.parquet        embed: one file per shard, then _SUCCESS
       latents/_mean_faces/part-NNNNN.npz  embed: per-shard sums of the mean-face figure
@@ -86,6 +87,10 @@ class RunLayout:
     @property
     def labeller(self) -> str:
         return self.path(CHECKPOINTS, "labeller", "pose.npz")
+
+    @property
+    def reader(self) -> str:
+        return self.path(CHECKPOINTS, "labeller", "reader.npz")
 
     @property
     def light_labels(self) -> str:

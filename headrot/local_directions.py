@@ -181,8 +181,9 @@ def plan_legs(targets: list[float], segment: float) -> list[tuple[float, bool, b
 
 
 def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at: Callable,
-           decode_read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], segment: float,
+           decode_read: Callable[[np.ndarray], tuple], segment: float,
            rounds: int, norm: bool, valid_of: Callable[[np.ndarray], np.ndarray] | None = None,
+           leg_valid: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
            ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
     legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
@@ -192,7 +193,11 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
 
     `valid_of(images) -> bool [N]` guards against renders that break: an invalid one is never
     kept; a face with no valid render on a leg stays where the previous leg left it (its render
-    and reading too: it turns less, but stays itself). `base_images`: the unmoved renders G(z).
+    and reading too: it turns less, but stays itself). `decode_read` may instead return the
+    guard's verdict as a third item (a caller that judges renders before post-processing them,
+    like the render stage's -colour). `leg_valid(images, images at the leg's start) -> bool [N]`
+    refuses, as well, a render that changed more over its leg than a leg's turn should (both
+    guards must pass). `base_images`: the unmoved renders G(z).
 
     Returns {target: (images, reading, multiplier)}."""
     start, reached, images_at = z, np.zeros(len(z)), base_images
@@ -209,20 +214,24 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
         origin, got = (start, reached) if chained else (z, np.zeros(len(z)))
         base = origin + offset
         tried, images = [], []
+        prev_images = images_at if chained else base_images
 
         def achieved_at(k):
             moved = base + ((target - got) * k).reshape(-1, *([1] * (z.ndim - 1))) * step
             moved = D.keep_norm(moved, z) if norm else moved
             tried.append(moved)
-            ims, read = decode_read(moved)
+            ims, read, *verdict = decode_read(moved)
             images.append(ims)
+            valid = verdict[0] if verdict and verdict[0] is not None else (valid_of(ims) if valid_of is not None else None)
+            if leg_valid is not None:
+                ok = np.asarray(leg_valid(ims, prev_images), bool)
+                valid = ok if valid is None else np.asarray(valid, bool) & ok
             # The leg's own turn: calibrate's secant runs through the leg's start.
-            return (read - got, valid_of(ims)) if valid_of is not None else read - got
+            return (read - got, valid) if valid is not None else read - got
 
         cal = D.calibrate(achieved_at, float(target) - got, rounds)
         kept = cal.best_round >= 0
         pick = np.maximum(cal.best_round, 0)
-        prev_images = images_at if chained else base_images
         leg_images = np.where(kept[:, None, None, None], np.stack(images)[pick, rows], prev_images)
         leg_latents = np.where(kept.reshape(-1, *([1] * (z.ndim - 1))), np.stack(tried)[pick, rows], origin)
         leg_reached = np.where(kept, cal.achieved + got, got)

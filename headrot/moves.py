@@ -8,9 +8,10 @@ Named methods (the paper's and the baselines):
     single_direction  one line over both sides, light-conditioned groups
     centroid_path     z + c(target) - c(source) through the group's bin centroids
     no_move           z itself (the reconstruction: what the embedding alone gives)
-The ablation grid `<source>[-ortho][-norm][-cal]` (a Variant) moves two-sided along the
+The ablation grid `<source>[-ortho][-norm][-cal][-colour]` (a Variant) moves two-sided along the
 light-conditioned lines of `source` (`embeddings`, the paper's, alone is `headrot`); the
-render stage then applies the variant's norm and calibration (`place`); `local` sources
+render stage then applies the variant's norm and calibration (`place`) and keeps the unmoved
+render's colours (-colour: headrot.colour, before any calibration reading); `local` sources
 have no fit rows: each face's own step comes from the generator (headrot.local_directions).
 
 Pure: numpy over the trajectories table (TrajectoryIndex); the render actor and the tests
@@ -31,7 +32,7 @@ from headrot import trajectories as tr
 SOURCES = ("embeddings", "samples")   # direction sources of the fit (fit.sources)
 ORTHO = "_ortho"                      # the fit's rows of a source with the step off the nuisances
 LOCAL = "local"                       # the render-time source: no fit rows, a step per face
-VARIANT_FLAGS = ("ortho", "norm", "cal")
+VARIANT_FLAGS = ("ortho", "norm", "cal", "colour")
 
 
 # ---------------------------------------------------------------------------
@@ -46,6 +47,7 @@ class Variant:
     ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
     norm: bool = False      # the moved latent rescaled to the source latent's norm
     cal: bool = False       # the step scaled per face until the labeller reads the requested change
+    colour: bool = False    # each render mapped onto the unmoved render's colours (headrot.colour)
 
     @property
     def lines(self) -> str:
@@ -54,13 +56,13 @@ class Variant:
 
 
 def parse_variant(method: str) -> Variant | None:
-    """`headrot` and `<source>[-ortho][-norm][-cal]` (flags in that order) -> Variant; None otherwise."""
+    """`headrot` and `<source>[-ortho][-norm][-cal][-colour]` (flags in that order) -> Variant; None otherwise."""
     if method == "headrot":
         return Variant("embeddings")
     source, *flags = method.split("-")
     if source not in (*SOURCES, LOCAL) or flags != [f for f in VARIANT_FLAGS if f in flags]:
         return None
-    return Variant(source, "ortho" in flags, "norm" in flags, "cal" in flags)
+    return Variant(source, *(f in flags for f in VARIANT_FLAGS))
 
 
 def place(z: np.ndarray, moved: np.ndarray, scale, norm: bool) -> np.ndarray:
@@ -189,5 +191,5 @@ def move_of(method: str) -> Move:
     variant = parse_variant(method)
     if variant is None:
         raise ValueError(f"unknown method {method!r}: use one of {list(METHODS)} or "
-                         f"<source>[-ortho][-norm][-cal] with a source of {[*SOURCES, LOCAL]}")
+                         f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}")
     return two_sided("light_conditioned", variant.lines)

@@ -185,11 +185,18 @@ def test_the_method_must_not_be_graded_by_its_own_estimator(synthetic_run, tmp_p
     for shared in ({"seed": 1_000_003, "arch": "maxpool4"}, {"seed": 5, "arch": "avgpool3"}):
         with pytest.raises(ValueError, match="own estimator"):
             check_independent(judge, shared)
+        # Calibration's reader is one of the method's estimators too.
+        with pytest.raises(ValueError, match="own estimator"):
+            check_independent(judge, {"seed": 2_000_003, "arch": "maxpool4"}, shared)
     root = tmp_path / "run"
     shutil.copytree(synthetic_run["base"] / "run", root)
     shutil.rmtree(root / "report")
     seed = synthetic_run["report"]["pose_estimator"]["seed"]
     storage.mark_complete(str(root / "samples"), {"rows": 0, "labeller": {"seed": seed, "arch": "maxpool4"}})
+    with pytest.raises(ValueError, match="own estimator"):
+        run_evaluate(EvaluateConfig(root=str(root), **POSE))
+    storage.mark_complete(str(root / "samples"), {"rows": 0, "labeller": {"seed": 7, "arch": "maxpool4"},
+                                                  "reader": {"seed": seed, "arch": "maxpool4"}})
     with pytest.raises(ValueError, match="own estimator"):
         run_evaluate(EvaluateConfig(root=str(root), **POSE))
 

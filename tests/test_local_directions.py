@@ -170,6 +170,36 @@ def test_a_face_whose_render_breaks_stops_where_it_was_still_itself():
     assert 10 <= got[20.0][1][1] < 13 and got[20.0][0][1, 0, 0, 0] <= 12    # its last good render
 
 
+def test_a_leg_that_changes_a_render_too_much_is_refused_and_a_shorter_one_kept():
+    """The leg guard sees each render beside the render its leg started from: face 1's image
+    jumps (its pixels move by 3 levels a degree past 5 degrees of a leg), so it is refused there
+    and calibration keeps a shorter turn on that leg; face 0 reaches every target. The verdict
+    that decode_read returns itself (the render stage's colour-blind drift guard) joins in."""
+    z0 = np.zeros((2, *SHAPE))
+    step = np.zeros_like(z0)
+    step[:, 0, 0, 0] = 1.0
+    seen_starts = []
+
+    def decode_read(z):
+        yaw = z[:, 0, 0, 0].copy()
+        level = np.abs(yaw).copy()
+        level[1] = np.abs(yaw[1]) * 3                # face 1 changes three times as fast
+        images = np.repeat(np.round(level).astype(np.uint8).reshape(-1, 1, 1, 1), 3, axis=3)
+        return np.broadcast_to(images, (len(z), 2, 2, 3)).copy(), yaw, np.array([True, True])
+
+    def leg_valid(images, start):
+        seen_starts.append(start[:, 0, 0, 0].copy())
+        return np.abs(images[:, 0, 0, 0].astype(int) - start[:, 0, 0, 0].astype(int)) <= 15
+
+    got = L.follow(z0, np.zeros((2, 2, 2, 3), np.uint8), [10.0, 20.0], lambda z: step, decode_read,
+                   segment=10, rounds=4, norm=False, leg_valid=leg_valid)
+    assert got[10.0][1][0] == pytest.approx(10, abs=0.5) and got[20.0][1][0] == pytest.approx(20, abs=0.5)
+    assert 0 < got[10.0][1][1] <= 5 + 1e-9             # face 1: the longest turn within the guard
+    assert 0 < got[20.0][1][1] - got[10.0][1][1] <= 5 + 1e-9
+    # The second leg's renders were judged against the first leg's kept renders.
+    assert any(s[0] == 10 for s in seen_starts)
+
+
 def test_calibration_never_keeps_an_invalid_render():
     wanted = np.array([20.0, 20.0])
 

@@ -32,6 +32,10 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     summary = run_samples(samples_config(root))
     assert summary["rows"] == 120 and summary["shards"] == 3 and summary["shards_this_run"] == 3
     assert summary["labeller"]["arch"] == "maxpool4" and summary["labeller"]["light"] is True
+    # Calibration's reader: the same kind of network of its own seed, cached beside the labeller.
+    assert summary["reader"] == {**summary["labeller"], "seed": summary["reader"]["seed"]}
+    assert summary["reader"]["seed"] != summary["labeller"]["seed"]
+    assert storage.exists(storage.join(root, "checkpoints", "labeller", "reader.npz"))
     samples = tables.read_parquet_dir(storage.join(root, "samples"))
     ids = samples.column("sample_id").to_pylist()
     assert sorted(ids) == list(range(120))                        # every sample exactly once
@@ -67,29 +71,29 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     blocks = sample_slopes.reshape(len(sample_slopes), 3, 4, 4, 4, 4)
     assert np.allclose(blocks, blocks[:, :, :, :1, :, :1], atol=1e-6)
 
-    methods = ("no_move", "samples-norm", "samples-ortho-norm-cal", "local-ortho-norm-cal")
+    methods = ("no_move", "samples-norm", "samples-ortho-norm-cal", "local-ortho-norm-cal-colour")
     config = RenderConfig(root=root, deltas=DELTAS, split="all", limit=12, methods=methods, steps=2,
                           calibration_rounds=2, local_segment=10, local_lowpass=4,
-                          local_correct=1.0)
+                          local_correct=1.0, min_leg_psnr=6.0)
     summary = run_render(config)
     assert summary["renders"] == 12 * len(DELTAS) * len(methods)
     # local: 2 legs a side (10, 20), 2 decodes each, a Jacobian at each leg's start (the one at z
     # shared by both sides: 3 in all), one G(z).
     assert summary["decodes_per_render"] == calls_per_render(config) == {
         "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3),
-        "local-ortho-norm-cal": round((3 * L.JACOBIAN_DECODES + 4 * 2 + 1) / 3, 3)}
+        "local-ortho-norm-cal-colour": round((3 * L.JACOBIAN_DECODES + 4 * 2 + 1) / 3, 3)}
     rotated = read_rotated(storage.join(root, "rotated"))
     keys = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
                     rotated.column("method").to_pylist()))
     assert len(keys) == len(set(keys))
-    for method in ("samples-ortho-norm-cal", "local-ortho-norm-cal"):
+    for method in ("samples-ortho-norm-cal", "local-ortho-norm-cal-colour"):
         cal = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == method)
         delta = cal.column("delta").to_numpy()
         read = cal.column("labeller_yaw_change").to_numpy(zero_copy_only=False)
         scale = cal.column("step_scale").to_numpy(zero_copy_only=False)
         assert np.all(np.isfinite(read[delta != 0])) and np.all(read[delta == 0] == 0)
         assert np.all((scale >= 0) & (scale <= 4))
-        assert set(cal.column("trajectory_key").to_pylist()) <= {"local"} or method != "local-ortho-norm-cal"
+        assert set(cal.column("trajectory_key").to_pylist()) <= {"local"} or method != "local-ortho-norm-cal-colour"
     plain = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "no_move")
     assert np.all(np.isnan(plain.column("labeller_yaw_change").to_numpy(zero_copy_only=False)))
     assert run_render(config).get("skipped")
@@ -99,7 +103,9 @@ def test_method_names_parse_to_the_ablation_grid():
     assert parse_variant("headrot") == parse_variant("embeddings")
     v = parse_variant("samples-ortho-norm-cal")
     assert (v.source, v.ortho, v.norm, v.cal, v.lines) == ("samples", True, True, True, "samples_ortho")
-    assert parse_variant("samples-cal-norm") is None        # flags in their one order
+    assert not v.colour and parse_variant("local-ortho-norm-cal-colour").colour
+    assert parse_variant("local-colour-cal") is None         # flags in their one order
+    assert parse_variant("samples-cal-norm") is None
     assert parse_variant("pixels-norm") is None
     assert parse_variant("no_move") is None
     with pytest.raises(ValueError, match="source"):

@@ -332,19 +332,19 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
         torch.set_num_threads(threads)
 
 
-def check_independent(judge: PoseConfig, labeller: dict | None) -> None:
-    """Refuse a judge that shares the method's labeller's seed (so its identities) or its
-    architecture: the evaluation must not read pose with the estimator the method moved by.
-    `labeller` is the labeller's PoseConfig.key() as the samples stage recorded it (None: the
-    method used no image-based estimator)."""
-    if not labeller:
-        return
-    shared = [k for k in ("seed", "arch") if labeller.get(k) == getattr(judge, k)]
-    if shared:
-        raise ValueError(
-            f"evaluate: the pose estimator shares {shared} with the labeller the method used "
-            f"(seed {labeller.get('seed')}, arch {labeller.get('arch')}); a method must not be graded by "
-            "its own estimator: give evaluate another pose_seed, or the samples stage another labeller_seed")
+def check_independent(judge: PoseConfig, *labellers: dict | None) -> None:
+    """Refuse a judge that shares the seed (so the identities) or the architecture of any
+    estimator the method used (its labeller, calibration's reader): the evaluation must not read
+    pose with a network the method moved by. Each of `labellers` is a PoseConfig.key() as the
+    samples stage recorded it (None: the method used no such estimator)."""
+    for labeller in filter(None, labellers):
+        shared = [k for k in ("seed", "arch") if labeller.get(k) == getattr(judge, k)]
+        if shared:
+            raise ValueError(
+                f"evaluate: the pose estimator shares {shared} with an estimator the method used "
+                f"(seed {labeller.get('seed')}, arch {labeller.get('arch')}); a method must not be graded by "
+                "its own estimator: give evaluate another pose_seed, or the samples stage another "
+                "labeller_seed / reader_seed")
 
 
 def load_or_fit(cache_uri: str | None, config: PoseConfig) -> tuple[YawEstimator, bool]:

@@ -132,7 +132,8 @@ def _synthetic_judge(config, data_uri, source_ids, size, report_dir) -> tuple[Me
     pose_cfg = PoseConfig(size=size, seed=seed, n_identities=config.pose_identities,
                           per_identity=config.pose_per_identity, n_heldout=config.pose_heldout,
                           epochs=config.pose_epochs)
-    check_independent(pose_cfg, labeller_of(config.root))  # the judge must not be the method's own labeller
+    # The judge must be none of the method's own estimators (labeller, calibration's reader).
+    check_independent(pose_cfg, labeller_of(config.root), labeller_of(config.root, "reader"))
     cache = storage.join(report_dir, "yaw_estimator.npz")
     estimator, cached = load_or_fit(cache, pose_cfg)
     ids_in_set = tuple(sorted({int(identity_of[s]) for s in source_ids}))
@@ -162,10 +163,10 @@ def _real_judge(data_uri: str, size: int) -> tuple[MeasureSpec, dict, list[str]]
     return spec, pose, notes
 
 
-def labeller_of(root: str) -> dict | None:
+def labeller_of(root: str, which: str = "labeller") -> dict | None:
     from headrot.stages.samples import labeller_key
 
-    return labeller_key(root)
+    return labeller_key(root, which)
 
 
 # ---------------------------------------------------------------------------
@@ -346,6 +347,10 @@ def _evaluate(config: EvaluateConfig, data_uri: str, files: list[str]) -> dict[s
         pose["labeller"] = {"seed": labeller.get("seed"), "arch": labeller.get("arch"),
                             "note": "the method's own pose-and-light CNN (samples stage, -cal methods); "
                                     "the judge above is another network, seed and set of identities"}
+    if (reader := labeller_of(config.root, "reader")):
+        pose["reader"] = {"seed": reader.get("seed"), "arch": reader.get("arch"),
+                          "note": "what calibration reads (-cal and local methods): the labeller's kind "
+                                  "of network with its own seed, not the one the steps follow"}
     measured = A.aggregate(metrics, A.Context(primary=config.primary, synthetic=synthetic, pose=pose,
                                               notes=tuple(notes), latents_recon_psnr=_latents_psnr(config.root)))
     figures = figures_of(measured, metrics, files, spec, config)

@@ -7,10 +7,12 @@
     -> contact sheets (driver) -> rotated/_SUCCESS last.
 
 Methods (how z moves): headrot.moves, a table of move functions. A Variant
-`<source>[-ortho][-norm][-cal]` is moved here with its norm (`place`), its calibration (-cal:
-per face, the step scaled until the samples stage's labeller reads the requested yaw change,
-`calibration_rounds` decodes per render) and, for the `local` source, each face's own step
-from the generator's Jacobian (headrot.local_directions, legs of `local_segment` degrees).
+`<source>[-ortho][-norm][-cal][-colour]` is moved here with its norm (`place`), its calibration
+(-cal: per face, the step scaled until the samples stage's reader, a second labeller the steps
+were not computed from, reads the requested yaw change, `calibration_rounds` decodes per render), for the `local` source each face's own step
+from the generator's Jacobian (headrot.local_directions, legs of `local_segment` degrees), and
+with -colour every render mapped onto the unmoved render's colours (headrot.colour) before the
+labeller or the drift guard reads it.
 
 Idempotent like the embed stage: a shard's Parquet file appears whole or not at all,
 a rerun renders only the shards whose file is missing, and a complete stage with
@@ -69,6 +71,8 @@ class RenderConfig:
     calibration_rounds: int = 3                                   # -cal methods: decodes (labeller reads) per render
     max_drift: float | None = 0.05                                # -cal and local: refuse renders whose colours drift
                                                                   # more (directions.drift); None: no guard
+    min_leg_psnr: float | None = None                             # local: refuse a render further than this (dB)
+                                                                  # from where its leg started (None: no guard)
     local_lowpass: int = 8                                        # local: blocks per side of the step's subspace
     local_segment: float = 10.0                                   # local: re-linearise every this many degrees (0: once)
     local_jacobian_steps: int | None = None                       # local: DDIM steps inside the Jacobian (None: steps)
@@ -80,7 +84,7 @@ class RenderConfig:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)} or "
-                             f"<source>[-ortho][-norm][-cal] with a source of {[*SOURCES, LOCAL]}")
+                             f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}")
         if self.local_segment < 0:
             raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
@@ -88,6 +92,8 @@ class RenderConfig:
         if not 0.0 <= self.local_correct <= 2.0:
             raise ValueError(f"render: local_correct must be in [0, 2] (1: a full Gauss-Newton step), "
                              f"got {self.local_correct}")
+        if self.min_leg_psnr is not None and self.min_leg_psnr <= 0:
+            raise ValueError("render: min_leg_psnr must be > 0 dB (or null: no guard)")
         if self.max_drift is not None and self.max_drift <= 0:
             raise ValueError("render: max_drift must be > 0 (or null: no guard)")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
@@ -180,7 +186,7 @@ class RenderShards:
         self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
         self.variants = {m: parse_variant(m) for m in self.methods}
         self.moves = {m: move_of(m) for m in self.methods}
-        self.labeller = None
+        self.labeller = self.reader = None
         if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
             from headrot.stages.samples import load_labeller
 
@@ -188,6 +194,10 @@ class RenderShards:
                 raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
                                  "`headrot samples` and fit with sources [embeddings, samples]")
             self.labeller = load_labeller(config.labeller_uri(), labeller)
+            # What calibration reads: the reader when the samples stage trained one (a network the
+            # local steps' gradients did not come from), else the labeller itself (older runs).
+            reader = labeller_key(config.root, "reader")
+            self.reader = load_labeller(layout.reader, reader) if reader else self.labeller
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0
@@ -223,14 +233,35 @@ class RenderShards:
         ref = np.concatenate([image_statistics(base)] * repeats)
         return lambda images: D.drift(image_statistics(images), ref) <= self.config.max_drift
 
-    def calibrated(self, z: np.ndarray, moves: list[np.ndarray], norm: bool,
+    @staticmethod
+    def recoloured(images: np.ndarray, base: np.ndarray, colour: bool) -> np.ndarray:
+        """images [k*N] (k renders of each of the N sources, source-major within each block of
+        N) with their unmoved render's colours when `colour` (headrot.colour), else unchanged."""
+        if not colour:
+            return images
+        from headrot.colour import keep_colours
+
+        return keep_colours(images, np.concatenate([base] * (len(images) // max(len(base), 1))))
+
+    def leg_guard(self):
+        """(images, images at the leg's start) -> valid: a leg's render at least `min_leg_psnr`
+        dB from where the leg started (None when the guard is off). On the demo model a head
+        turned 10 degrees well stays above ~18 dB of its previous render; the renders below it
+        had lost hair or shading and cost ~2-4 dB against ground truth (bench/NOTES.md)."""
+        if self.config.min_leg_psnr is None:
+            return None
+        from headrot.evaluate.metrics import psnr_batch
+
+        return lambda images, start: psnr_batch(images, start) >= self.config.min_leg_psnr
+
+    def calibrated(self, z: np.ndarray, moves: list[np.ndarray], norm: bool, colour: bool,
                    base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Per delta, the renders of each source with its step scaled until the labeller reads
+        """Per delta, the renders of each source with its step scaled until the reader reads
         the requested yaw change from `base` (the unmoved renders); every round's decode is kept,
         so the chosen round's images are the output. (images per delta, scales [D,N], read [D,N])."""
         n, n_d = len(z), len(self.deltas)
         nonzero = [d for d, delta in enumerate(self.deltas) if delta != 0]
-        y0 = self.labeller.predict(base)
+        y0 = self.reader.predict(base)
         z_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0]
         m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
         wanted = np.repeat(np.asarray([self.deltas[d] for d in nonzero], np.float64), n)
@@ -239,9 +270,12 @@ class RenderShards:
         valid_of = self.drift_guard(base, len(nonzero))
 
         def achieved_at(scale: np.ndarray):
-            rounds.append(self.decode(place(z_rep, m_rep, scale, norm)))
-            reading = self.labeller.predict(rounds[-1]) - np.tile(y0, len(nonzero))
-            return reading if valid_of is None else (reading, valid_of(rounds[-1]))
+            raw = self.decode(place(z_rep, m_rep, scale, norm))
+            # The guard judges the decoded render: -colour would hide the drift it looks for.
+            valid = valid_of(raw) if valid_of is not None else None
+            rounds.append(self.recoloured(raw, base, colour))
+            reading = self.reader.predict(rounds[-1]) - np.tile(y0, len(nonzero))
+            return reading if valid is None else (reading, valid)
 
         scales, read = np.ones((n_d, n)), np.zeros((n_d, n))
         images = [base] * n_d
@@ -257,14 +291,16 @@ class RenderShards:
 
     def local(self, z: np.ndarray, variant: Variant, base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, each face moved along its own conditional step (headrot.local_directions),
-        each side's deltas reached in legs of `local_segment` degrees; uncalibrated: one decode
-        per leg at the first-order length. (images per delta, multipliers [D,N], reads [D,N])."""
+        each side's deltas reached in legs of `local_segment` degrees: the steps from the
+        labeller's Jacobian, each leg's length calibrated by what the reader reads (uncalibrated:
+        one decode per leg at the first-order length). (images per delta, multipliers [D,N],
+        reads [D,N])."""
         import torch
 
         from headrot import local_directions as L
         from headrot.model.sampler import reverse_diffusion
 
-        y0 = self.labeller.predict(base)
+        y0 = self.reader.predict(base)
         read = L.readings(self.labeller, self.model_config.image_size)
 
         def render(x):
@@ -289,9 +325,14 @@ class RenderShards:
                 return step
             return step, self.config.local_correct * L.correction(jac, values, at_z[0][0])
 
+        guard = self.drift_guard(base)
+
         def decode_read(latents):
-            images = self.decode(latents)
-            return images, self.labeller.predict(images) - y0
+            raw = self.decode(latents)
+            # The guard judges the decoded render: -colour would hide the drift it looks for.
+            valid = guard(raw) if guard is not None else None
+            images = self.recoloured(raw, base, variant.colour)
+            return images, self.reader.predict(images) - y0, valid
 
         n = len(z)
         images, scales, reads = [base] * len(self.deltas), np.ones((len(self.deltas), n)), np.zeros((len(self.deltas), n))
@@ -301,7 +342,7 @@ class RenderShards:
             if not wanted:
                 continue
             got = L.follow(z, base, wanted, step_at, decode_read, self.config.local_segment, rounds, variant.norm,
-                           self.drift_guard(base))
+                           leg_valid=self.leg_guard())
             for d, delta in enumerate(self.deltas):
                 if float(delta) in got:
                     images[d], reads[d], scales[d] = got[float(delta)]
@@ -348,10 +389,11 @@ class RenderShards:
 
     def render_sources(self, src: "Sources") -> "Rendered":
         """Every (source, method, delta): plain moves decoded in one pass, then the calibrated
-        and local ones (which read G(z), the unmoved render, as their zero)."""
+        and local ones (which read G(z), the unmoved render, as their zero); -colour renders get
+        G(z)'s colours."""
         n, size, n_d = len(src.z), self.model_config.image_size, len(self.deltas)
         out = Rendered.empty(n * len(self.methods) * n_d, size)
-        plain_pos, plain_z, later = [], [], []
+        plain_pos, plain_z, later, recolour = [], [], [], []
         for m, method in enumerate(self.methods):
             variant = self.variants[method]
             if variant is not None and variant.source == LOCAL:
@@ -370,15 +412,19 @@ class RenderShards:
                 if variant is None or not variant.cal:
                     plain_pos.append(pos)
                     plain_z.append(place(src.z, moved, 1.0, variant is not None and variant.norm))
+                    if variant is not None and variant.colour:
+                        recolour.append(pos)
             if variant is not None and variant.cal:
                 later.append((m, variant, moves))
         if plain_pos:
             out.images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
-        if later and n:
+        if (later or recolour) and n:
             base = self.decode(src.z)  # G(z): every method's delta-0 render, and the labeller's zero
+            for pos in recolour:
+                out.images[pos] = self.recoloured(out.images[pos], base, True)
             for m, variant, moves in later:
                 images, scales, read = (self.local(src.z, variant, base) if moves is None
-                                        else self.calibrated(src.z, moves, variant.norm, base))
+                                        else self.calibrated(src.z, moves, variant.norm, variant.colour, base))
                 for d in range(n_d):
                     pos = self.positions(n, m, d)
                     out.images[pos], out.step_scale[pos], out.labeller_read[pos] = images[d], scales[d], read[d]

@@ -1,7 +1,8 @@
 """Stage 1b, samples: the generator's own samples, labelled, for the fit's `samples` direction source.
 
     labeller (one Ray task; cached in checkpoints/labeller/pose.npz): a pose CNN of its own seed,
-    identities and architecture that reads yaw and light azimuth from pixels
+    identities and architecture that reads yaw and light azimuth from pixels; beside it (a second
+    task) calibration's reader, the same network of another seed (checkpoints/labeller/reader.npz)
     -> shards of sample indices (driver) -> SampleShards (model actor pool): x_T from each
        sample's own seed, 10-step DDIM, the labeller's yaw and light, colour statistics
     -> write_shard (CPU task): samples/part-NNNNN.parquet -> samples/_SUCCESS last.
@@ -64,12 +65,21 @@ class SamplesConfig:
     labeller_identities: int = 300
     labeller_epochs: int = 20
     labeller_width: int = 8
+    # Calibration's reader: a second labeller, the same settings but its own seed (identities).
+    # The local steps follow the labeller's gradient, and a move along a network's gradient is
+    # partly adversarial to it: on the demo the labeller read the requested 30 degrees where a
+    # fresh network of the same kind, and the evaluation's judge, read 22 (bench/NOTES.md). A
+    # reader the steps were not computed from reads what the render shows. None: the labeller reads.
+    reader_seed: int | None = 2_000_101
 
     def __post_init__(self) -> None:
         if self.n < 10:
             raise ValueError(f"samples: n must be >= 10 (a direction needs many samples), got {self.n}")
         if self.shard_size < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("samples: shard_size, batch_size and steps must be >= 1")
+        if self.reader_seed is not None and self.reader_seed == self.labeller_seed:
+            raise ValueError(f"samples: reader_seed {self.reader_seed} is the labeller's: the reader must be "
+                             "another network (another seed), or null to read with the labeller")
         if self.yaw_from == "mediapipe":
             from headrot.labels.pose import MEDIAPIPE_HINT, mediapipe_available
 
@@ -92,11 +102,21 @@ def labeller_config(config: SamplesConfig, size: int):
                       epochs=config.labeller_epochs, width=config.labeller_width, arch="maxpool4", light=True)
 
 
-def labeller_key(root: str) -> dict | None:
-    """The PoseConfig key of the labeller the samples stage trained (None: no samples stage in
-    `root`): what the render stage loads it by, and what the evaluation's judge must differ from."""
+def reader_config(config: SamplesConfig, size: int):
+    """Calibration's reader: the labeller's settings with its own seed (None: no reader)."""
+    from dataclasses import replace
+
+    if config.reader_seed is None:
+        return None
+    return replace(labeller_config(config, size), seed=config.reader_seed)
+
+
+def labeller_key(root: str, which: str = "labeller") -> dict | None:
+    """The PoseConfig key of the labeller (or, `which="reader"`, of calibration's reader) the
+    samples stage trained (None: no samples stage in `root`, or no reader): what the render stage
+    loads it by, and what the evaluation's judge must differ from."""
     done = storage.completion(RunLayout(root).samples)
-    return None if done is None else done.get("labeller")
+    return None if done is None else done.get(which)
 
 
 def load_labeller(uri: str, key: dict):
@@ -219,8 +239,14 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
     import ray
 
     started = time.time()
-    labeller = ray.get(ray.remote(num_cpus=1)(fit_labeller).remote(config.labeller_uri(), pose))
-    log.info("samples: labeller %s; %d shards, %d to do", labeller, len(shards), len(todo))
+    reader_pose = reader_config(config, pose.size)
+    fit = ray.remote(num_cpus=1)(fit_labeller)
+    # Both networks train at once (one CPU each), before the model actors start.
+    jobs = [fit.remote(config.labeller_uri(), pose)]
+    if reader_pose:
+        jobs.append(fit.remote(RunLayout(config.root).reader, reader_pose))
+    labeller, reader = (*ray.get(jobs), None)[:2]
+    log.info("samples: labeller %s; reader %s; %d shards, %d to do", labeller, reader, len(shards), len(todo))
     work = [{"shard": name, "start": a, "stop": b} for name, a, b in shards if name in todo]
     summaries = []
     if work:
@@ -233,10 +259,11 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))
-    return _summary(config, pose, labeller, out_dir, shards, summaries, started)
+    return _summary(config, pose, labeller, reader_pose, reader, out_dir, shards, summaries, started)
 
 
-def _summary(config: SamplesConfig, pose, labeller, out_dir, shards, summaries, started) -> dict[str, Any]:
+def _summary(config: SamplesConfig, pose, labeller, reader_pose, reader, out_dir, shards, summaries,
+             started) -> dict[str, Any]:
     # The stage's own accounting: every planned shard's file, by name (a listing may miss the
     # files Ray's write tasks have just written: issue 13); a missing one fails the read.
     files = [storage.join(out_dir, f"{name}.parquet") for name, _, _ in shards]
@@ -252,6 +279,8 @@ def _summary(config: SamplesConfig, pose, labeller, out_dir, shards, summaries, 
         "shards_this_run": len(summaries),
         "labeller": pose.key(),
         "labeller_metrics": labeller,
+        "reader": reader_pose.key() if reader_pose else None,
+        "reader_metrics": reader,
         "nuisances": list(NUISANCES),
         "yaw_sd": round(float(np.nanstd(yaw.column("yaw").to_numpy())), 3),  # NaN: no face found (mediapipe)
         "light_counts": {k: lights.count(k) for k in sorted(set(lights))},

@@ -1,0 +1,59 @@
+"""The colour map of -colour renders (headrot.colour): moves a render's colour distribution onto
+its reference's, changes nothing else."""
+import numpy as np
+import pytest
+
+from headrot.colour import keep_colours
+
+
+def _moments(images):
+    px = images.reshape(len(images), -1, 3).astype(np.float64)
+    return px.mean(1), np.stack([np.cov(p, rowvar=False) for p in px])
+
+
+def test_the_result_has_the_references_mean_and_covariance():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    # References with correlated channels: a full covariance, not only per-channel spreads.
+    base = rng.normal(0, 1, (3, 32, 32, 1)) * np.array([30.0, 20.0, 10.0]) + rng.normal(0, 8, (3, 32, 32, 3))
+    refs = np.clip(base + np.array([120.0, 90.0, 140.0]), 0, 255).astype(np.uint8)
+    mean, cov = _moments(keep_colours(images, refs))
+    ref_mean, ref_cov = _moments(refs)
+    assert np.abs(mean - ref_mean).max() < 1.0                  # rounding to uint8 only
+    assert np.abs(cov - ref_cov).max() < 0.03 * np.abs(ref_cov).max()
+    assert np.abs(_moments(images)[0] - ref_mean).max() > 20    # it did move them
+
+
+def test_an_image_keeps_its_own_colours_and_a_recoloured_one_gets_them_back():
+    rng = np.random.default_rng(1)
+    ref = rng.integers(20, 230, (1, 16, 16, 3)).astype(np.uint8)
+    assert np.array_equal(keep_colours(ref, ref), ref)
+    # A global colour change (an affine map of the pixels, like the demo's hue drift) is undone;
+    # exactly when its matrix is symmetric positive definite, which the least-change map is.
+    a = np.array([[0.8, 0.1, 0.0], [0.1, 0.7, 0.1], [0.0, 0.1, 0.85]])
+    drifted = np.clip(ref.astype(np.float64) @ a.T + 25, 0, 255).astype(np.uint8)
+    back = keep_colours(drifted, ref)
+    assert np.abs(back.astype(int) - ref.astype(int)).mean() < 2.0
+    assert np.abs(drifted.astype(int) - ref.astype(int)).mean() > 10
+
+
+def test_where_things_are_is_kept():
+    """Colours only: a pixel's new colour depends on its old colour alone, so shapes (the pose)
+    stay where they were; a flat image stays flat (no division by a zero spread)."""
+    rng = np.random.default_rng(2)
+    image = np.zeros((1, 16, 16, 3), np.uint8)
+    image[0, 4:12, 2:7] = (200, 40, 40)                         # a 'head' on the left
+    ref = rng.integers(0, 256, (1, 16, 16, 3)).astype(np.uint8)
+    out = keep_colours(image, ref)[0]
+    inside = np.zeros((16, 16), bool)
+    inside[4:12, 2:7] = True
+    assert len(np.unique(out[inside].reshape(-1, 3), axis=0)) == 1
+    assert len(np.unique(out[~inside].reshape(-1, 3), axis=0)) == 1
+    assert not np.array_equal(out[inside][0], out[~inside][0])
+    flat = np.full((1, 8, 8, 3), 90, np.uint8)
+    assert np.all(np.isfinite(keep_colours(flat, ref[:, :8, :8])))
+
+
+def test_a_clear_error_for_wrong_shapes():
+    with pytest.raises(ValueError, match=r"\[N,S,S,3\]"):
+        keep_colours(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
