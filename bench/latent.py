@@ -167,6 +167,7 @@ def main() -> None:
         "sources": report["summary"]["n_sources"],
         "judge": {k: report["pose_estimator"].get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},
         "labeller": report["pose_estimator"].get("labeller"),
+        "reader": report["pose_estimator"].get("reader"),
         "primary": (config.get("evaluate") or {}).get("primary"),
         "methods": rows,
         **sample_fd(args.root, report, generator, data),

@@ -13,10 +13,11 @@ transfer", CVMP 2007): the affine map x -> T (x - mu_x) + mu_ref with
 
 which moves the render's mean and 3x3 colour covariance onto the reference's with the least
 squared pixel change. It changes colours only, never where a pixel is, so the pose a render
-shows stays; the render stage applies it before the labeller reads a render, so calibration
-and the drift guard judge what is written. Measured on the demo model's renders (32 faces,
-PSNR against ground truth at the target yaw): +0.4 to +1.4 dB at every delta
-(bench/NOTES.md).
+shows stays. The render stage applies it before the reader reads a render (calibration
+judges what is written) and after the guards have judged the decoded one (a blackened head,
+recoloured, would pass a colour guard). Measured on the demo model's renders (32 faces, PSNR
+against ground truth at the target yaw): +0.5 to +1.4 dB at every delta over the same renders
+unmapped (bench/NOTES.md).
 
 Pure numpy; per image, a 3x3 eigen-decomposition.
 """

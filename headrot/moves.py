@@ -46,7 +46,7 @@ class Variant:
     source: str             # embeddings | samples: whose latents the lines were fitted on; local: per face
     ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
     norm: bool = False      # the moved latent rescaled to the source latent's norm
-    cal: bool = False       # the step scaled per face until the labeller reads the requested change
+    cal: bool = False       # the step scaled per face until the reader (else the labeller) reads the requested change
     colour: bool = False    # each render mapped onto the unmoved render's colours (headrot.colour)
 
     @property

@@ -9,10 +9,11 @@
 Methods (how z moves): headrot.moves, a table of move functions. A Variant
 `<source>[-ortho][-norm][-cal][-colour]` is moved here with its norm (`place`), its calibration
 (-cal: per face, the step scaled until the samples stage's reader, a second labeller the steps
-were not computed from, reads the requested yaw change, `calibration_rounds` decodes per render), for the `local` source each face's own step
-from the generator's Jacobian (headrot.local_directions, legs of `local_segment` degrees), and
-with -colour every render mapped onto the unmoved render's colours (headrot.colour) before the
-labeller or the drift guard reads it.
+were not computed from, reads the requested yaw change, `calibration_rounds` decodes per
+render), for the `local` source each face's own step from the generator's Jacobian
+(headrot.local_directions, legs of `local_segment` degrees), and with -colour every render
+mapped onto the unmoved render's colours (headrot.colour) after the guards have judged the
+decoded render and before the reader reads it.
 
 Idempotent like the embed stage: a shard's Parquet file appears whole or not at all,
 a rerun renders only the shards whose file is missing, and a complete stage with
@@ -68,7 +69,7 @@ class RenderConfig:
     sheet_sources: int = 8                                        # contact-sheet rows per light class
     precision: Literal["auto", "fp32", "bf16"] = "auto"           # auto: bf16 autocast on GPUs, fp32 on CPU
     compile: bool = False                                         # torch.compile the generator (CUDA graphs on GPU)
-    calibration_rounds: int = 3                                   # -cal methods: decodes (labeller reads) per render
+    calibration_rounds: int = 3                                   # -cal methods: decodes (reader reads) per render
     max_drift: float | None = 0.05                                # -cal and local: refuse renders whose colours drift
                                                                   # more (directions.drift); None: no guard
     min_leg_psnr: float | None = None                             # local: refuse a render further than this (dB)
@@ -245,9 +246,9 @@ class RenderShards:
 
     def leg_guard(self):
         """(images, images at the leg's start) -> valid: a leg's render at least `min_leg_psnr`
-        dB from where the leg started (None when the guard is off). On the demo model a head
-        turned 10 degrees well stays above ~18 dB of its previous render; the renders below it
-        had lost hair or shading and cost ~2-4 dB against ground truth (bench/NOTES.md)."""
+        dB from where the leg started (None when the guard is off). On the demo model the +-10
+        renders less than 18 dB from their unmoved render had lost hair or shading and cost 1.8-2.8
+        dB against ground truth on average; the demo's 19.5 measured best (bench/NOTES.md)."""
         if self.config.min_leg_psnr is None:
             return None
         from headrot.evaluate.metrics import psnr_batch
@@ -444,7 +445,7 @@ class RenderShards:
         meta = meta.add_column(3, "method", pa.array([self.methods[i] for i in meth_idx], pa.string()))
         meta = meta.add_column(4, "trajectory_key", pa.array(out.traj_key.tolist(), pa.string()))
         meta = meta.add_column(5, "fallback", pa.array(out.fallback.tolist(), pa.string()))
-        # Calibration: the step's multiplier, and the yaw change the method's labeller read (-cal only).
+        # Calibration: the step's multiplier, and the yaw change calibration's reader read (-cal, local).
         meta = meta.append_column("step_scale", pa.array(out.step_scale, pa.float32()))
         return meta.append_column("labeller_yaw_change", pa.array(out.labeller_read, pa.float32()))
 
