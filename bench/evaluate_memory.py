@@ -31,8 +31,8 @@ import numpy as np
 
 from bench import common
 
-METHODS = ("local-ortho-norm-cal-colour", "samples-ortho-norm-cal", "samples-norm", "samples", "headrot",
-           "no_move", "light_agnostic", "single_direction", "centroid_path")   # configs/demo.yaml
+METHODS = ("local-ortho-norm-cal", "samples-ortho-norm-cal", "samples-norm", "samples", "headrot",
+           "no_move", "light_agnostic", "single_direction", "centroid_path")   # the demo's 9 when measured
 DELTAS = (-30, -20, -10, 0, 10, 20, 30)
 SIZE = 64                 # the demo model's image size
 SHARD_SOURCES = 32        # sources per rotated shard (the demo renders 32 sources: one shard)
