@@ -245,7 +245,8 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
     jobs = [fit.remote(config.labeller_uri(), pose)]
     if reader_pose:
         jobs.append(fit.remote(RunLayout(config.root).reader, reader_pose))
-    labeller, reader = (*ray.get(jobs), None)[:2]
+    metrics = ray.get(jobs)
+    labeller, reader = metrics[0], (metrics[1] if reader_pose else None)
     log.info("samples: labeller %s; reader %s; %d shards, %d to do", labeller, reader, len(shards), len(todo))
     work = [{"shard": name, "start": a, "stop": b} for name, a, b in shards if name in todo]
     summaries = []
