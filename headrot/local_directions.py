@@ -182,22 +182,23 @@ def plan_legs(targets: list[float], segment: float) -> list[tuple[float, bool, b
 
 def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at: Callable,
            decode_read: Callable[[np.ndarray], tuple], segment: float,
-           rounds: int, norm: bool, valid_of: Callable[[np.ndarray], np.ndarray] | None = None,
+           rounds: int, norm: bool,
            leg_valid: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
            ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Renders of every face at each yaw change in `targets` (all of one sign), walked in the
     legs of `plan_legs`: each leg's step from `step_at(latents at its start)` when the plan says
     so (a step, or (step, offset): the offset, e.g. a `correction`, is added once, to the leg
     that starts there), its length calibrated over `rounds` decodes (headrot.directions.calibrate)
-    against what `decode_read(latents) -> (images, yaw change from the unmoved render)` reports.
+    against what `decode_read(latents) -> (images, yaw change from the unmoved render[, valid])`
+    reports.
 
-    `valid_of(images) -> bool [N]` guards against renders that break: an invalid one is never
-    kept; a face with no valid render on a leg stays where the previous leg left it (its render
-    and reading too: it turns less, but stays itself). `decode_read` may instead return the
-    guard's verdict as a third item (a caller that judges renders before post-processing them,
-    like the render stage's -colour). `leg_valid(images, images at the leg's start) -> bool [N]`
-    refuses, as well, a render that changed more over its leg than a leg's turn should (both
-    guards must pass). `base_images`: the unmoved renders G(z).
+    `valid` (bool [N], optional) is the caller's guard against renders that break, judged on
+    whatever it likes (the render stage judges the decoded render before -colour maps it): an
+    invalid render is never kept; a face with no valid render on a leg stays where the previous
+    leg left it (its render and reading too: it turns less, but stays itself).
+    `leg_valid(images, images at the leg's start) -> bool [N]` refuses, as well, a render that
+    changed more over its leg than a leg's turn should (both must pass). `base_images`: the
+    unmoved renders G(z).
 
     Returns {target: (images, reading, multiplier)}."""
     start, reached, images_at = z, np.zeros(len(z)), base_images
@@ -222,7 +223,7 @@ def follow(z: np.ndarray, base_images: np.ndarray, targets: list[float], step_at
             tried.append(moved)
             ims, read, *verdict = decode_read(moved)
             images.append(ims)
-            valid = verdict[0] if verdict and verdict[0] is not None else (valid_of(ims) if valid_of is not None else None)
+            valid = verdict[0] if verdict else None
             if leg_valid is not None:
                 ok = np.asarray(leg_valid(ims, prev_images), bool)
                 valid = ok if valid is None else np.asarray(valid, bool) & ok
