@@ -420,7 +420,7 @@ class RenderShards:
         if plain_pos:
             out.images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
         if (later or recolour) and n:
-            base = self.decode(src.z)  # G(z): every method's delta-0 render, and the labeller's zero
+            base = self.decode(src.z)  # G(z): every method's delta-0 render, calibration's zero, -colour's reference
             for pos in recolour:
                 out.images[pos] = self.recoloured(out.images[pos], base, True)
             for m, variant, moves in later:
