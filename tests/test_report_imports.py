@@ -35,3 +35,24 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from headrot.evaluate.plots import _png\n")
     assert "headrot.evaluate.plots" in _imports(probe)
+
+
+# The drivers that write a run's or a training run's pictures: the stages, and the training loop,
+# whose rank 0 draws each epoch's sample grid and loss curve into its checkpoint (headrot train is
+# the training stage). Everything below them (model, maths, storage, evaluate's pure measure and
+# aggregate) hands arrays and dicts up instead of drawing.
+DRIVERS = ("headrot.stages", "headrot.train.loop")
+
+
+def test_only_the_drivers_import_the_report_package():
+    package = Path(headrot.report.__file__).parent.parent
+    importers = set()
+    for f in package.rglob("*.py"):
+        module = ".".join(f.relative_to(package.parent).with_suffix("").parts)
+        if module.startswith("headrot.report"):
+            continue
+        if any(n == "headrot.report" or n.startswith("headrot.report.") for n in _imports(f)):
+            importers.add(module)
+    assert importers, "the scan found no importer at all: it is not looking where the code is"
+    strays = sorted(m for m in importers if not any(m == d or m.startswith(d + ".") for d in DRIVERS))
+    assert strays == []
