@@ -69,3 +69,30 @@ def test_latent_yardstick_on_a_hand_built_metrics_table():
     assert spread["pose_error_deg_median"] == 4.0
     grid = grid_methods()
     assert len(grid) == 23 + 5 and "local-ortho-norm-cal" in grid and "embeddings" not in grid
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights_and_refuses_another_network(tmp_path):
+    import torch
+
+    from bench.average_checkpoints import average_checkpoints
+    from headrot.model.checkpoint import load_model, save_model
+    from headrot.model.unet import PRESETS, UNet, UNetConfig
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = UNet(PRESETS["tiny"])
+        for p in net.parameters():  # the zero-initialised output conv too, so every weight differs
+            p.data.normal_()
+        paths.append(str(tmp_path / f"g{seed}.pt"))
+        save_model(paths[-1], "generator", net, PRESETS["tiny"])
+    average_checkpoints(str(tmp_path / "mean.pt"), paths)
+    a, b, mean = (load_model(p, "generator")[0].state_dict() for p in paths + [str(tmp_path / "mean.pt")])
+    for k in mean:
+        assert torch.allclose(mean[k], (a[k] + b[k]) / 2, atol=1e-6), k
+    assert not all(torch.equal(mean[k], a[k]) for k in mean)  # it is not the first input passed through
+
+    other = UNetConfig(image_size=16, widths=(8, 16), block_depth=1, embedding_dims=8, norm_groups=4)
+    save_model(str(tmp_path / "other.pt"), "generator", UNet(other), other)
+    with pytest.raises(ValueError, match="another network"):
+        average_checkpoints(str(tmp_path / "x.pt"), [paths[0], str(tmp_path / "other.pt")])

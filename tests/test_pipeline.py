@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -71,3 +72,22 @@ def test_shipped_pipeline_configs_validate(name):
     config = from_mapping(PipelineConfig, load_yaml(path), str(path))
     built = stage_configs(config, config.data or "runs/x/data", "runs/x/generator.pt")
     assert {"train", "embed", "fit", "render"} <= set(built)
+
+
+
+TRAINING_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("demo-generator*.yaml"))
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
+def test_shipped_training_configs_validate_and_build_their_network(path):
+    """The training configs say how each model was made: each must still load and build its network."""
+    from headrot.train.config import load_config
+
+    config = load_config(str(path))
+    assert config.kind == "generator"
+    net = UNet(config.model_config())
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_the_training_configs_are_found():
+    assert {p.name for p in TRAINING_CONFIGS} >= {"demo-generator.yaml", "demo-generator-v3.yaml"}
