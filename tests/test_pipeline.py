@@ -74,7 +74,6 @@ def test_shipped_pipeline_configs_validate(name):
     assert {"train", "embed", "fit", "render"} <= set(built)
 
 
-
 TRAINING_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("demo-generator*.yaml"))
 
 
