@@ -6,8 +6,9 @@ Held-out = a synthetic set of its own seed (the generator was trained on seed 1,
 on seed 0; this uses seed 7), preprocessed exactly like the embed stage's input. Reports PSNR
 (dB, images in [-1, 1]) of the 10-step reconstruction for `inversion`, for `refine` started from
 inversion (better than its start is the claim), and for `network` when an embedder checkpoint is
-given, each with its images/s (the reconstruction's decode included) measured in the same run. Writes bench/results/quality.json and two PNGs: 16 samples from fixed seeds, and
-originals above their inversion reconstructions.
+given, each with its images/s (the reconstruction's decode included) measured in the same run.
+Writes bench/results/quality.json and two PNGs: 16 samples from fixed seeds, and originals above
+their inversion reconstructions.
 """
 from __future__ import annotations
 
