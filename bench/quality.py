@@ -1,6 +1,6 @@
 """Quality of the shipped demo generator: samples and embedding reconstruction on held-out faces.
 
-    python -m bench.quality [--n 64] [--refine-n 16] [--generator CKPT]
+    python -m bench.quality [--n 64] [--refine-n 16] [--generator CKPT] [--results DIR]
 
 Held-out = a synthetic set of its own seed (the generator was trained on seed 1, the demo runs
 on seed 0; this uses seed 7), preprocessed exactly like the embed stage's input. Reports PSNR
@@ -8,7 +8,8 @@ on seed 0; this uses seed 7), preprocessed exactly like the embed stage's input.
 inversion (better than its start is the claim), and for `network` when an embedder checkpoint is
 given, each with its images/s (the reconstruction's decode included) measured in the same run.
 Writes bench/results/quality.json and two PNGs: 16 samples from fixed seeds, and originals above
-their inversion reconstructions.
+their inversion reconstructions. A candidate generator's screen goes to a folder of its own
+(`--results DIR`, `--refine-n 0`: two minutes), so that the shipped model's figures stay.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--refine-steps", type=int, default=30)
     parser.add_argument("--generator", help="default: the shipped demo model")
     parser.add_argument("--embedder", help="an embedder checkpoint for the `network` method")
+    parser.add_argument("--results", default=str(RESULTS), help="folder for quality.json and the PNGs")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     generator, config, extra = load_model(generator_uri, "generator")
     generator.requires_grad_(False)
     size = config.image_size
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic_celeba(tmp, args.n, seed=HELD_OUT_SEED)
@@ -64,23 +68,24 @@ def main(argv: list[str] | None = None) -> dict:
                     "n": args.n, "held_out_seed": HELD_OUT_SEED}
     with torch.inference_mode():
         samples = reverse_diffusion(generator, noise_for_seeds(range(16), (3, size, size)), 10)
-        image_grid(_u8(samples), nrow=8, upscale=3).save(RESULTS / "demo_samples.png")
+        image_grid(_u8(samples), nrow=8, upscale=3).save(results / "demo_samples.png")
 
         t = time.time()
         inv = embed(x, "inversion", generator)
         result["inversion"] = {"psnr_db_mean": float(psnr(inv.reconstructions, x).mean()),
                                "images_per_s": args.n / (time.time() - t)}
         rows = np.concatenate([_u8(x[:8]), _u8(inv.reconstructions[:8])])
-        image_grid(rows, nrow=8, upscale=3).save(RESULTS / "demo_inversion.png")
+        image_grid(rows, nrow=8, upscale=3).save(results / "demo_inversion.png")
 
     k = min(args.refine_n, args.n)
-    start = psnr(inv.reconstructions[:k], x[:k]).mean()
-    t = time.time()
-    ref = embed(x[:k], "refine", generator, refine_steps=args.refine_steps)
-    result["refine"] = {"n": k, "steps": args.refine_steps, "from": "inversion",
-                        "psnr_db_start": float(start),
-                        "psnr_db_mean": float(psnr(ref.reconstructions, x[:k]).mean()),
-                        "images_per_s": k / (time.time() - t)}
+    if k > 0:
+        start = psnr(inv.reconstructions[:k], x[:k]).mean()
+        t = time.time()
+        ref = embed(x[:k], "refine", generator, refine_steps=args.refine_steps)
+        result["refine"] = {"n": k, "steps": args.refine_steps, "from": "inversion",
+                            "psnr_db_start": float(start),
+                            "psnr_db_mean": float(psnr(ref.reconstructions, x[:k]).mean()),
+                            "images_per_s": k / (time.time() - t)}
     if args.embedder:
         embedder, _, embedder_extra = load_model(args.embedder, "embedder")
         t = time.time()
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["network"] = {"psnr_db_mean": None,
                              "note": "no embedder trained for the demo model (see BENCHMARKS.md)"}
     result["machine"] = machine_info()
-    return write_result("quality", result)
+    return write_result("quality", result, results)
 
 
 if __name__ == "__main__":

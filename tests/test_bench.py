@@ -96,3 +96,25 @@ def test_average_checkpoints_is_the_mean_of_the_weights_and_refuses_another_netw
     save_model(str(tmp_path / "other.pt"), "generator", UNet(other), other)
     with pytest.raises(ValueError, match="another network"):
         average_checkpoints(str(tmp_path / "x.pt"), [paths[0], str(tmp_path / "other.pt")])
+
+
+def test_quality_screen_of_a_candidate_writes_to_its_own_folder(tmp_path):
+    """`bench.quality --results DIR --refine-n 0`: a candidate's screen lands in DIR (the shipped
+    model's quality.json stays), with an inversion PSNR and no refine figure it did not measure."""
+    import torch
+
+    from bench import quality
+    from bench.common import RESULTS
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import PRESETS, UNet
+
+    torch.manual_seed(0)
+    save_model(str(tmp_path / "g.pt"), "generator", UNet(PRESETS["tiny"]), PRESETS["tiny"])
+    shipped = (RESULTS / "quality.json").read_bytes()
+    out = tmp_path / "screen"
+    result = quality.main(["--generator", str(tmp_path / "g.pt"), "--n", "4", "--refine-n", "0",
+                           "--results", str(out)])
+    assert math.isfinite(result["inversion"]["psnr_db_mean"]) and "refine" not in result
+    assert json.loads((out / "quality.json").read_text())["n"] == 4
+    assert (out / "demo_samples.png").exists() and (out / "demo_inversion.png").exists()
+    assert (RESULTS / "quality.json").read_bytes() == shipped
