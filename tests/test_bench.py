@@ -118,3 +118,36 @@ def test_quality_screen_of_a_candidate_writes_to_its_own_folder(tmp_path):
     assert json.loads((out / "quality.json").read_text())["n"] == 4
     assert (out / "demo_samples.png").exists() and (out / "demo_inversion.png").exists()
     assert (RESULTS / "quality.json").read_bytes() == shipped
+
+
+def _root_metrics(n_sources: int, error_of, psnr_of) -> "object":
+    """A per-render table for method `m` and no_move: error_of(src, d) degrees off, psnr_of(src, d) dB."""
+    import pandas as pd
+
+    rows = []
+    for src in range(n_sources):
+        for d in (-20, -10, 0, 10, 20):
+            err = error_of(src, d) if d else 0.0
+            rows.append({"source_id": f"s{src}", "method": "m", "delta": d, "estimated_yaw": d - err,
+                         "pose_error_deg": abs(err), "psnr_db": psnr_of(src, d), "identity_top1": 1.0})
+            rows.append({"source_id": f"s{src}", "method": "no_move", "delta": d, "estimated_yaw": 0.0,
+                         "pose_error_deg": abs(d), "psnr_db": 15.0, "identity_top1": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_compare_roots_pairs_the_faces():
+    """bench.compare_roots: a candidate 2 degrees closer on every face is better in every draw,
+    however much the faces differ among themselves; a root against itself differs by nothing; roots
+    of other faces are refused."""
+    from bench.compare_roots import compare
+
+    base = _root_metrics(12, lambda s, d: 3.0 + s, lambda s, d: 16.0 + 0.1 * s)
+    closer = _root_metrics(12, lambda s, d: 1.0 + s, lambda s, d: 15.5 + 0.1 * s)
+    row = compare(base, closer, method="m", n=200)
+    pose, gain = row["pose_error_diff_deg"], row["worst_psnr_gain_diff_db"]
+    assert pose["observed"] == -2.0 and pose["interval_90"] == [-2.0, -2.0] and pose["p_candidate_better"] == 1.0
+    assert gain["observed"] == -0.5 and gain["p_candidate_better"] == 0.0
+    same = compare(base, base, method="m", n=50)["pose_error_diff_deg"]
+    assert same["interval_90"] == [0.0, 0.0] and same["p_candidate_better"] == 0.0
+    with pytest.raises(ValueError, match="different faces"):
+        compare(base, _root_metrics(11, lambda s, d: 1.0, lambda s, d: 16.0), method="m", n=5)

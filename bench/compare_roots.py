@@ -1,0 +1,87 @@
+"""Is a candidate generator better than the shipped one, or did the 32 test faces fall its way?
+
+    python -m bench.compare_roots BASE_ROOT CAND_ROOT [CAND_ROOT ...] [--method M] [--n 1000]
+
+Each root is one that `bench.latent` (or `make demo`) evaluated, on the same source faces. A
+paired bootstrap over those faces: draw the sources with replacement, compute `bench.latent`'s
+figures on the draw in both roots, and keep the candidate-minus-base difference of the median pose
+error and of the worst PSNR gain over no_move. Prints, for each candidate, the median difference,
+its 90% interval and how often the candidate came out better. Pairing matters: the faces that are
+hard to turn are hard for every generator, so the difference varies far less than either figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from bench.latent import yardstick
+
+PRIMARY = "local-ortho-norm-cal-colour"
+
+
+def _figures(metrics, method: str) -> tuple[float, float]:
+    y = yardstick(metrics, method)
+    return y["pose_error_deg_median"], min(y["psnr_gain_db_by_delta"].values())
+
+
+def _draw(metrics, picks: np.ndarray):
+    """The rows of the drawn sources, each draw a source of its own (a face drawn twice counts twice)."""
+    import pandas as pd
+
+    groups = {s: g for s, g in metrics.groupby("source_id")}
+    return pd.concat([groups[s].assign(source_id=f"{s}#{k}") for k, s in enumerate(picks)], ignore_index=True)
+
+
+def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0) -> dict:
+    """Paired bootstrap of candidate-minus-base pose error (deg) and worst PSNR gain (dB)."""
+    sources = sorted(base[base.method == method].source_id.unique())
+    theirs = sorted(candidate[candidate.method == method].source_id.unique())
+    if sources != theirs:
+        raise ValueError(f"the roots evaluated different faces ({len(sources)} against {len(theirs)}); "
+                         "compare roots made with the same data and --limit")
+    rng = np.random.default_rng(seed)
+    pose, gain = np.empty(n), np.empty(n)
+    for i in range(n):
+        picks = rng.choice(sources, len(sources))
+        (pa, ga), (pb, gb) = _figures(_draw(base, picks), method), _figures(_draw(candidate, picks), method)
+        pose[i], gain[i] = pb - pa, gb - ga
+    (p0, g0), (p1, g1) = _figures(base, method), _figures(candidate, method)
+
+    def summary(d: np.ndarray, observed: float, better: np.ndarray) -> dict:
+        lo, hi = np.percentile(d, [5, 95])
+        return {"observed": round(observed, 3), "median": round(float(np.median(d)), 3),
+                "interval_90": [round(float(lo), 3), round(float(hi), 3)],
+                "p_candidate_better": round(float(better.mean()), 3)}
+
+    return {"method": method, "sources": len(sources), "draws": n,
+            "pose_error_diff_deg": summary(pose, p1 - p0, pose < 0),
+            "worst_psnr_gain_diff_db": summary(gain, g1 - g0, gain > 0)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    import pandas as pd
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("base", help="the shipped model's root (e.g. runs/demo)")
+    ap.add_argument("candidates", nargs="+", help="roots of the candidates, made on the same faces")
+    ap.add_argument("--method", default=PRIMARY)
+    ap.add_argument("--n", type=int, default=1000, help="bootstrap draws")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    def read(root: str):
+        return pd.read_parquet(f"{root.rstrip('/')}/report/metrics.parquet")
+
+    base = read(args.base)
+    out = []
+    for root in args.candidates:
+        row = {"base": args.base, "candidate": root, **compare(base, read(root), args.method, args.n, args.seed)}
+        print(json.dumps(row))
+        out.append(row)
+    return out
+
+
+if __name__ == "__main__":
+    main()
