@@ -9,7 +9,7 @@ inversion (better than its start is the claim), and for `network` when an embedd
 given, each with its images/s (the reconstruction's decode included) measured in the same run.
 Writes bench/results/quality.json and two PNGs: 16 samples from fixed seeds, and originals above
 their inversion reconstructions. A candidate generator's screen goes to a folder of its own
-(`--results DIR`, `--refine-n 0`: two minutes), so that the shipped model's figures stay.
+(`--results DIR`, `--refine-n 0`: about a minute), so that the shipped model's figures stay.
 """
 from __future__ import annotations
 

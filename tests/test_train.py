@@ -147,6 +147,14 @@ def test_train_generator_crash_resume_export(ray_cluster, tmp_path):
         assert torch.equal(value, saved["ema"][name]), name
     with pytest.raises(ValueError, match="no checkpoint_epoch"):
         export_latest(str(tmp_path / "empty"), "generator", str(tmp_path / "none.pt"))
+    # An earlier epoch the run kept, by number; one it did not keep is refused with the ones it has.
+    first = export_latest(root, "generator", str(tmp_path / "epoch1.pt"), epoch=1)
+    assert first["epoch"] == 1 and first["checkpoint"] == checkpoints[0] and first["step"] == 8
+    older = load_state(os.path.join(kind_dir, checkpoints[0]))
+    for name, value in load_model(first["model"], "generator")[0].state_dict().items():
+        assert torch.equal(value, older["ema"][name]), name
+    with pytest.raises(ValueError, match="keeps epochs 1, 2"):
+        export_latest(root, "generator", str(tmp_path / "epoch7.pt"), epoch=7)
 
     # 2. the same command again resumes from step 16 with the optimizer state it saved
     result = train(config, "unused", root, dataset=dataset)

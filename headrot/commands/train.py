@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-latest", metavar="PATH",
                         help="no training: write the EMA weights of the newest checkpoint under "
                              "<out>/checkpoints/<kind>/ to PATH (a model.pt), e.g. of a run still going")
+    parser.add_argument("--epoch", type=int, metavar="N",
+                        help="with --export-latest: the checkpoint of epoch N instead of the newest (one the run kept)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -52,8 +54,10 @@ def main(args: argparse.Namespace) -> int:
     if args.export_latest:
         from headrot.train.driver import export_latest
 
-        print(json.dumps(export_latest(args.out, args.kind, args.export_latest), indent=2))
+        print(json.dumps(export_latest(args.out, args.kind, args.export_latest, args.epoch), indent=2))
         return 0
+    if args.epoch is not None:
+        raise ValueError("train: --epoch chooses the checkpoint --export-latest writes; to train longer, raise --epochs")
     if not args.data:
         raise ValueError("train: --data is required to train (the CelebA-layout dataset root)")
     overrides = {name: getattr(args, name) for name in _FLAGS}

@@ -209,10 +209,11 @@ def train(config: TrainConfig, data_uri: str, root: str, *, dataset=None) -> dic
     return summary
 
 
-def export_latest(root: str, kind: str, uri: str) -> dict[str, Any]:
-    """Write the EMA weights of the newest checkpoint under <root>/checkpoints/<kind>/ to `uri`
-    (a model.pt every stage loads), without training: to measure or ship a run that is still
-    going, or one stopped before its last epoch. Returns what was exported."""
+def export_latest(root: str, kind: str, uri: str, epoch: int | None = None) -> dict[str, Any]:
+    """Write the EMA weights of the newest checkpoint under <root>/checkpoints/<kind>/ (or of the
+    one saved at `epoch`, if the run kept it) to `uri` (a model.pt every stage loads), without
+    training: to measure or ship a run that is still going, one stopped before its last epoch, or
+    an earlier epoch than its last. Returns what was exported."""
     import io
 
     import torch
@@ -226,14 +227,22 @@ def export_latest(root: str, kind: str, uri: str) -> dict[str, Any]:
     if not found:
         raise ValueError(f"train export: no checkpoint_epoch* folder under {kind_dir}: nothing trained there yet")
     # Names are checkpoint_epochNNNN_stepNNNNNNNN, zero-padded: the last in sorted order is the newest.
-    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(found[-1], STATE_FILE))),
+    chosen = found[-1]
+    if epoch is not None:
+        mine = [d for d in found if d.rsplit("/", 1)[-1].startswith(f"checkpoint_epoch{epoch:04d}_")]
+        if not mine:
+            kept = ", ".join(d.rsplit("/", 1)[-1][len("checkpoint_epoch"):][:4].lstrip("0") or "0" for d in found)
+            raise ValueError(f"train export: no checkpoint of epoch {epoch} under {kind_dir}; it keeps epochs {kept} "
+                             "(raise keep_checkpoints to keep more)")
+        chosen = mine[-1]
+    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(chosen, STATE_FILE))),
                        map_location="cpu", weights_only=True)
-    model_config = from_mapping(UNetConfig, state["model_config"], where=f"{found[-1]} model_config")
+    model_config = from_mapping(UNetConfig, state["model_config"], where=f"{chosen} model_config")
     model = UNet(model_config)
     model.load_state_dict(state["ema"])
     final = (state["history"] or [{}])[-1]
     extra = {"step": int(state["step"]), "epoch": int(state["epoch"]), "loss": final.get("loss"),
-             "checkpoint": found[-1].rsplit("/", 1)[-1]}
+             "checkpoint": chosen.rsplit("/", 1)[-1]}
     save_model(uri, kind, model.eval(), model_config, extra)
     return {"model": uri, **extra}
 
