@@ -229,9 +229,10 @@ def export_latest(root: str, kind: str, uri: str, epoch: int | None = None) -> d
     # Names are checkpoint_epochNNNN_stepNNNNNNNN, zero-padded: the last in sorted order is the newest.
     chosen = found[-1]
     if epoch is not None:
-        mine = [d for d in found if d.rsplit("/", 1)[-1].startswith(f"checkpoint_epoch{epoch:04d}_")]
+        epochs = [int(d.rsplit("/", 1)[-1][len("checkpoint_epoch"):].split("_")[0]) for d in found]
+        mine = [d for d, e in zip(found, epochs) if e == epoch]
         if not mine:
-            kept = ", ".join(d.rsplit("/", 1)[-1][len("checkpoint_epoch"):][:4].lstrip("0") or "0" for d in found)
+            kept = ", ".join(str(e) for e in epochs)
             raise ValueError(f"train export: no checkpoint of epoch {epoch} under {kind_dir}; it keeps epochs {kept} "
                              "(raise keep_checkpoints to keep more)")
         chosen = mine[-1]
