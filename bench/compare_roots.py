@@ -26,11 +26,10 @@ def _figures(metrics, method: str) -> tuple[float, float]:
     return y["pose_error_deg_median"], min(y["psnr_gain_db_by_delta"].values())
 
 
-def _draw(metrics, picks: np.ndarray):
+def _draw(groups: dict, picks: np.ndarray):
     """The rows of the drawn sources, each draw a source of its own (a face drawn twice counts twice)."""
     import pandas as pd
 
-    groups = {s: g for s, g in metrics.groupby("source_id")}
     return pd.concat([groups[s].assign(source_id=f"{s}#{k}") for k, s in enumerate(picks)], ignore_index=True)
 
 
@@ -42,10 +41,11 @@ def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0
         raise ValueError(f"the roots evaluated different faces ({len(sources)} against {len(theirs)}); "
                          "compare roots made with the same data and --limit")
     rng = np.random.default_rng(seed)
+    ours, other = (dict(tuple(m.groupby("source_id"))) for m in (base, candidate))
     pose, gain = np.empty(n), np.empty(n)
     for i in range(n):
         picks = rng.choice(sources, len(sources))
-        (pa, ga), (pb, gb) = _figures(_draw(base, picks), method), _figures(_draw(candidate, picks), method)
+        (pa, ga), (pb, gb) = _figures(_draw(ours, picks), method), _figures(_draw(other, picks), method)
         pose[i], gain[i] = pb - pa, gb - ga
     (p0, g0), (p1, g1) = _figures(base, method), _figures(candidate, method)
 
