@@ -13,7 +13,8 @@ from torch import nn
 from headrot.model.unet import PRESETS, UNet
 from headrot.train.config import TrainConfig, load_config
 from headrot.report.grid import image_grid, to_uint8
-from headrot.train.steps import EMA, generator_loss, step_generator, to_model_images
+from headrot.model.schedule import diffusion_schedule
+from headrot.train.steps import EMA, generator_loss, p2_weights, step_generator, to_model_images
 
 TINY = PRESETS["tiny"]  # 16x16, widths [8, 16]
 
@@ -44,6 +45,26 @@ def test_generator_loss_finite_and_trains():
     again = generator_loss(net, images, step_generator(0, 0, 0))
     assert again.item() == loss.item()
     assert generator_loss(net, images, step_generator(0, 1, 0)).item() != loss.item()
+
+
+def test_p2_weighting_favours_noisy_steps_and_keeps_the_loss_scale():
+    noise, signal = diffusion_schedule(torch.linspace(0.0, 1.0, 1001, dtype=torch.float64))
+    w = p2_weights(noise, signal, gamma=1.0)
+    assert w.mean().item() == pytest.approx(1.0, rel=1e-9)      # the scale of the uniform loss
+    assert bool((w[1:] >= w[:-1]).all())                         # more noise, more weight
+    # t = 0 (SNR 9.3) against t = 1 (SNR 0.0004): 1/(1+SNR) differs ~10x
+    assert 8.0 < (w[-1] / w[0]).item() < 12.0
+    assert bool((p2_weights(noise, signal, gamma=0.0) == 1.0).all())
+    # gamma 0 is the Keras loss to the bit; gamma 1 reweights the same draws
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    plain = generator_loss(net, images, step_generator(0, 0, 0))
+    assert generator_loss(net, images, step_generator(0, 0, 0), p2_gamma=0.0).item() == plain.item()
+    weighted = generator_loss(net, images, step_generator(0, 0, 0), p2_gamma=1.0)
+    assert math.isfinite(weighted.item()) and weighted.item() != plain.item()
+    with pytest.raises(ValueError, match="p2_gamma"):
+        TrainConfig(p2_gamma=-1.0)
 
 
 def test_ema_update_is_exact():

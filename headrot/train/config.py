@@ -29,6 +29,7 @@ class TrainConfig:
     weight_decay: float = 1e-4            # AdamW weight decay (Keras DDIM example)
     ema_decay: float = 0.999              # EMA of the weights; samples and the export use the EMA
     ema_warmup: bool = True               # decay min(ema_decay, (1+k)/(10+k)) at update k (see steps.EMA)
+    p2_gamma: float = 0.0                 # generator: P2 loss weighting 1/(1+SNR)**gamma (0: uniform, the Keras loss)
     epochs: int = 10                      # passes over the data (a rerun with more epochs continues)
     max_steps: int | None = None          # stop after this many optimizer steps in all (None: no limit)
     seed: int = 0                         # weight init, noise draws and sample seeds derive from it
@@ -73,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"train: need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if self.max_failures < -1:
             raise ValueError(f"train: max_failures must be >= -1 (-1: retry forever), got {self.max_failures}")
+        if not 0.0 <= self.p2_gamma <= 4.0:
+            raise ValueError(f"train: p2_gamma must be in [0, 4] (0: uniform; the P2 paper uses 0.5-1), got {self.p2_gamma}")
         if self.shuffle_buffer < 0:
             raise ValueError(f"train: shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.kind == "generator" and self.generator is not None:

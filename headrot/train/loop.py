@@ -150,7 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in batches:
             images = to_model_images(batch["image"], device)
             if tc.kind == "generator":
-                loss = generator_loss(model, images, step_generator(tc.seed, rank, step))
+                loss = generator_loss(model, images, step_generator(tc.seed, rank, step), p2_gamma=tc.p2_gamma)
             else:
                 loss = embedder_step_loss(model, generator, images, steps=tc.embed_steps)
             optimizer.zero_grad(set_to_none=True)

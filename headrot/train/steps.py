@@ -44,17 +44,39 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 # Losses
 
 
+def p2_weights(noise_rates: torch.Tensor, signal_rates: torch.Tensor, gamma: float, k: float = 1.0,
+               schedule: ScheduleConfig | None = None) -> torch.Tensor:
+    """P2 weighting (Choi et al. 2022, "Perception Prioritized Training of Diffusion Models").
+
+    w(t) = 1 / (k + SNR(t))**gamma with SNR = alpha_t**2 / sigma_t**2: the noisy steps, where a
+    sample's coarse content (pose, layout) is decided, weigh more than the nearly clean ones,
+    which only refine detail. Divided by the mean of w over t ~ U(0, 1), so the loss keeps its
+    scale and the learning rate its meaning. gamma = 0 gives 1 everywhere: the Keras loss.
+    """
+    if gamma == 0.0:
+        return torch.ones_like(noise_rates)
+
+    def raw(noise: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        return (k + signal.square() / noise.square()).pow(-gamma)
+
+    grid_noise, grid_signal = diffusion_schedule(torch.linspace(0.0, 1.0, 1001, dtype=torch.float64), schedule)
+    mean = float(raw(grid_noise, grid_signal).mean())
+    return raw(noise_rates, signal_rates) / mean
+
+
 def generator_loss(
     net: nn.Module,
     images: torch.Tensor,
     generator: torch.Generator | None = None,
     schedule: ScheduleConfig | None = None,
+    p2_gamma: float = 0.0,
 ) -> torch.Tensor:
     """The Keras DDIM training step: L1 between the drawn and the predicted noise.
 
     t ~ U(0,1) per image, noise ~ N(0,1), x_t = alpha_t x_0 + sigma_t noise, and the
     network sees (x_t, sigma_t**2). Random numbers are drawn on the CPU from
-    `generator` (same numbers on any device), then moved.
+    `generator` (same numbers on any device), then moved. With `p2_gamma` > 0 each
+    image's error is weighted by `p2_weights` (0: uniform, the Keras loss exactly).
     """
     n = images.shape[0]
     noises = torch.randn(images.shape, generator=generator, dtype=torch.float32)
@@ -64,7 +86,10 @@ def generator_loss(
     noise_rates, signal_rates = diffusion_schedule(times, schedule)
     noisy_images = signal_rates * images + noise_rates * noises
     pred_noises, _ = denoise(net, noisy_images, noise_rates, signal_rates)
-    return (pred_noises - noises).abs().mean()
+    errors = (pred_noises - noises).abs()
+    if p2_gamma == 0.0:
+        return errors.mean()
+    return (errors * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=schedule)).mean()
 
 
 def embedder_step_loss(embedder: nn.Module, generator: nn.Module, images: torch.Tensor, steps: int = 10) -> torch.Tensor:
