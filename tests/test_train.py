@@ -65,6 +65,12 @@ def test_p2_weighting_favours_noisy_steps_and_keeps_the_loss_scale():
     assert math.isfinite(weighted.item()) and weighted.item() != plain.item()
     with pytest.raises(ValueError, match="p2_gamma"):
         TrainConfig(p2_gamma=-1.0)
+    # the curve says which loss it draws: weighted and unweighted losses do not compare
+    from headrot.train.loop import loss_label
+
+    assert loss_label(TrainConfig()) == "loss (L1 on the noise)"
+    assert "P2-weighted" in loss_label(TrainConfig(p2_gamma=1.0))
+    assert "image-space" in loss_label(TrainConfig(kind="embedder"))
 
 
 def test_ema_update_is_exact():

@@ -74,7 +74,7 @@ def cases_sheet(cases: Sequence[dict], with_truth: bool) -> bytes:
     return png_bytes(contact_sheet(rows, cols, [c["label"] for c in cases], source_label="source"))
 
 
-def loss_curve(history: Sequence[dict], title: str = "Training loss") -> bytes:
+def loss_curve(history: Sequence[dict], title: str = "Training loss", ylabel: str = "loss") -> bytes:
     """The training loss per epoch (history: the train loop's per-epoch metrics, kept across
     resumes, so a run stopped and continued many times draws one curve)."""
     plt = _pyplot()
@@ -82,7 +82,7 @@ def loss_curve(history: Sequence[dict], title: str = "Training loss") -> bytes:
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["loss"] for h in history], marker="o", ms=3, lw=1.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (L1 on the noise)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _png(fig)

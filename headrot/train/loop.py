@@ -48,6 +48,15 @@ class SimulatedFailure(RuntimeError):
 # Checkpoint state
 
 
+def loss_label(tc: TrainConfig) -> str:
+    """What the loss curve's figures are: the losses of two kinds (or two weightings) do not compare."""
+    if tc.kind == "embedder":
+        return "loss (image-space L1 through the generator)"
+    if tc.p2_gamma:
+        return f"loss (P2-weighted L1 on the noise, gamma {tc.p2_gamma:g})"
+    return "loss (L1 on the noise)"
+
+
 def state_checksum(optimizer_state: dict) -> float:
     """One number that changes with any Adam moment or step count (tests compare it across a resume)."""
     total = 0.0
@@ -200,7 +209,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             grid_png = png_bytes(_sample_grid(tc, mc, ema.module, generator, config.get("sample_images"), device))
             storage.write_bytes(storage.join(samples_uri, f"epoch_{epoch:03d}.png"), grid_png)
         storage.write_json(storage.join(kind_dir, METRICS_FILE), history)
-        storage.write_bytes(storage.join(kind_dir, CURVE_FILE), loss_curve(history, f"{tc.kind}: training loss"))
+        storage.write_bytes(storage.join(kind_dir, CURVE_FILE),
+                            loss_curve(history, f"{tc.kind}: training loss", loss_label(tc)))
         if not save:
             ray.train.report(metrics, checkpoint=None)
             continue
