@@ -6,6 +6,7 @@ so the maths is tested on tiny U-Nets in milliseconds (tests/test_train.py).
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -55,13 +56,18 @@ def p2_weights(noise_rates: torch.Tensor, signal_rates: torch.Tensor, gamma: flo
     """
     if gamma == 0.0:
         return torch.ones_like(noise_rates)
+    return _p2_raw(noise_rates, signal_rates, gamma, k) / _p2_mean(gamma, k, schedule or ScheduleConfig())
 
-    def raw(noise: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-        return (k + signal.square() / noise.square()).pow(-gamma)
 
+def _p2_raw(noise: torch.Tensor, signal: torch.Tensor, gamma: float, k: float) -> torch.Tensor:
+    return (k + signal.square() / noise.square()).pow(-gamma)
+
+
+@functools.lru_cache(maxsize=8)
+def _p2_mean(gamma: float, k: float, schedule: ScheduleConfig) -> float:
+    """The mean of the raw weights over t ~ U(0, 1): once per setting, not once per training step."""
     grid_noise, grid_signal = diffusion_schedule(torch.linspace(0.0, 1.0, 1001, dtype=torch.float64), schedule)
-    mean = float(raw(grid_noise, grid_signal).mean())
-    return raw(noise_rates, signal_rates) / mean
+    return float(_p2_raw(grid_noise, grid_signal, gamma, k).mean())
 
 
 def generator_loss(
