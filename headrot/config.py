@@ -47,7 +47,12 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "con
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        # A value of the right type that the config's own checks refuse (ema_decay 1.0, a negative
+        # limit): named with `where` like every other error here, so the user sees which file.
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def to_mapping(config: Any) -> dict[str, Any]:
