@@ -170,3 +170,14 @@ def test_colour_methods_get_the_unmoved_renders_colours(tmp_path):
         # untrained generator's saturated renders clip at 0 and 255).
         mean = lambda x: x.reshape(len(x), -1, 3).mean(1)
         assert np.abs(mean(kept) - mean(unmoved)).mean() < np.abs(mean(plain) - mean(unmoved)).mean()
+
+
+def test_local_edit_step_is_checked_against_the_sampler():
+    """The move point must lie on the render's own path, and the Jacobian must run on it."""
+    RenderConfig(root="r", steps=10, local_edit_step=3)
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match="local_edit_step"):
+            RenderConfig(root="r", steps=10, local_edit_step=bad)
+    with pytest.raises(ValueError, match="local_jacobian_steps"):
+        RenderConfig(root="r", steps=10, local_edit_step=3, local_jacobian_steps=5)
+    RenderConfig(root="r", steps=10, local_edit_step=3, local_jacobian_steps=10)

@@ -74,14 +74,15 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     methods = ("no_move", "samples-norm", "samples-ortho-norm-cal", "local-ortho-norm-cal-colour")
     config = RenderConfig(root=root, deltas=DELTAS, split="all", limit=12, methods=methods, steps=2,
                           calibration_rounds=2, local_segment=10, local_lowpass=4,
-                          local_correct=1.0, min_leg_psnr=6.0)
+                          local_correct=1.0, min_leg_psnr=6.0, local_edit_step=1)
     summary = run_render(config)
     assert summary["renders"] == 12 * len(DELTAS) * len(methods)
     # local: 2 legs a side (10, 20), 2 decodes each, a Jacobian at each leg's start (the one at z
-    # shared by both sides: 3 in all), one G(z).
+    # shared by both sides: 3 in all), one G(z); moved one step down the 2-step path, so the
+    # Jacobians and leg decodes run 1 of the 2 steps, and the step to that point is paid once.
     assert summary["decodes_per_render"] == calls_per_render(config) == {
         "no_move": 1.0, "samples-norm": 1.0, "samples-ortho-norm-cal": round((2 * 2 + 1) / 3, 3),
-        "local-ortho-norm-cal-colour": round((3 * L.JACOBIAN_DECODES + 4 * 2 + 1) / 3, 3)}
+        "local-ortho-norm-cal-colour": round((3 * L.JACOBIAN_DECODES / 2 + 4 * 2 / 2 + 1 / 2 + 1) / 3, 3)}
     rotated = read_rotated(storage.join(root, "rotated"))
     keys = list(zip(rotated.column("source_id").to_pylist(), rotated.column("delta").to_pylist(),
                     rotated.column("method").to_pylist()))

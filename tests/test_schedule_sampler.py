@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from headrot.model.sampler import ddim_inversion, denoise, noise_for_seeds, reverse_diffusion
+from headrot.model.sampler import advance, ddim_inversion, denoise, noise_for_seeds, reverse_diffusion
 from headrot.model.schedule import ScheduleConfig, diffusion_schedule
 
 START, END = math.acos(0.95), math.acos(0.02)
@@ -132,6 +132,29 @@ def test_batching_invariance_and_gradients():
     z = x_T.clone().requires_grad_(True)
     reverse_diffusion(net, z, steps=2).abs().mean().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_advance_then_finish_is_the_whole_path():
+    """Editing mid-path (render's local_edit_step) rests on this: the first k steps and the rest,
+    run apart, give the one path's image, for every k; advance by 0 is x_T itself."""
+    torch.manual_seed(0)
+    from headrot.model.unet import PRESETS, UNet
+
+    net = UNet(PRESETS["tiny"]).double()
+    nn.init.normal_(net.output_conv.weight, std=0.1)
+    x_T = noise_for_seeds([4, 5], (3, 16, 16), dtype=torch.float64)
+    with torch.no_grad():
+        whole = reverse_diffusion(net, x_T, steps=4)
+        assert torch.equal(advance(net, x_T, 4, 0), x_T)
+        for k in (1, 2, 3):
+            mid = advance(net, x_T, 4, k)
+            assert not torch.allclose(mid, x_T)
+            torch.testing.assert_close(reverse_diffusion(net, mid, steps=4, start_step=k), whole, rtol=0, atol=0)
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match="start_step"):
+            reverse_diffusion(net, x_T, steps=4, start_step=bad)
+        with pytest.raises(ValueError, match="to_step"):
+            advance(net, x_T, 4, bad)
 
 
 # ---------------------------------------------------------------------------

@@ -55,21 +55,28 @@ def _check_steps(steps: int) -> None:
 
 
 def reverse_diffusion(
-    net: Net, initial_noise: torch.Tensor, steps: int = 10, schedule: ScheduleConfig | None = None
+    net: Net, initial_noise: torch.Tensor, steps: int = 10, schedule: ScheduleConfig | None = None,
+    start_step: int = 0,
 ) -> torch.Tensor:
     """x_0 from x_T by `steps` deterministic DDIM steps on the grid t = 1, 1 - 1/steps, ..., 1/steps.
 
     Exactly the Keras loop: at each step predict (eps, x_0) at t, then re-noise the
     x_0 estimate with the predicted noise at t - 1/steps. The result is the last
     x_0 estimate (made at t = 1/steps), not the re-noised image at t = 0.
+
+    `start_step` k > 0: `initial_noise` is the path's point at t = 1 - k/steps (what
+    `advance(net, x_T, steps, k)` returns) and only the remaining steps run, so
+    reverse_diffusion(advance(x_T, k), start_step=k) is reverse_diffusion(x_T).
     """
     _check_steps(steps)
+    if not 0 <= start_step < steps:
+        raise ValueError(f"start_step must be in [0, {steps}), got {start_step!r}")
     schedule = schedule or trained_schedule(net)
     n = initial_noise.shape[0]
     step_size = 1.0 / steps
     next_noisy_images = initial_noise
     pred_images = initial_noise
-    for step in range(steps):
+    for step in range(start_step, steps):
         noisy_images = next_noisy_images
         # 1. rates at the current time t = 1 - step/steps
         noise_rates, signal_rates = _rates(1.0 - step * step_size, n, initial_noise, schedule)
@@ -79,6 +86,26 @@ def reverse_diffusion(
         next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, initial_noise, schedule)
         next_noisy_images = next_signal_rates * pred_images + next_noise_rates * pred_noises
     return pred_images
+
+
+def advance(
+    net: Net, initial_noise: torch.Tensor, steps: int, to_step: int, schedule: ScheduleConfig | None = None
+) -> torch.Tensor:
+    """The sampler's path from x_T after its first `to_step` steps: x at t = 1 - to_step/steps
+    (to_step 0: x_T itself). `reverse_diffusion(..., start_step=to_step)` finishes it."""
+    _check_steps(steps)
+    if not 0 <= to_step < steps:
+        raise ValueError(f"to_step must be in [0, {steps}), got {to_step!r}")
+    schedule = schedule or trained_schedule(net)
+    n = initial_noise.shape[0]
+    step_size = 1.0 / steps  # the same float grid as reverse_diffusion's, so the two paths agree bit for bit
+    x = initial_noise
+    for step in range(to_step):
+        noise_rates, signal_rates = _rates(1.0 - step * step_size, n, initial_noise, schedule)
+        pred_noises, pred_images = denoise(net, x, noise_rates, signal_rates)
+        next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, initial_noise, schedule)
+        x = next_signal_rates * pred_images + next_noise_rates * pred_noises
+    return x
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,8 @@ class RenderConfig:
     local_correct: float = 0.0                                    # local: weight of each leg's corrector back to the
                                                                   # source's colours and light (0: off; 1 measured no
                                                                   # better on the demo: bench/NOTES.md)
+    local_edit_step: int = 0                                      # local: move the sampler's path after this many of
+                                                                  # its steps, not x_T (0: x_T, the paper's latent)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -90,6 +92,11 @@ class RenderConfig:
             raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
             raise ValueError("render: calibration_rounds must be >= 1")
+        if not 0 <= self.local_edit_step < self.steps:
+            raise ValueError(f"render: local_edit_step must be in [0, steps={self.steps}), got {self.local_edit_step}")
+        if self.local_edit_step and self.local_jacobian_steps not in (None, self.steps):
+            raise ValueError("render: local_edit_step needs the Jacobian on the render's own grid: "
+                             "leave local_jacobian_steps unset")
         if not 0.0 <= self.local_correct <= 2.0:
             raise ValueError(f"render: local_correct must be in [0, 2] (1: a full Gauss-Newton step), "
                              f"got {self.local_correct}")
@@ -143,9 +150,13 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
                 # Each side's first leg starts at z, whose one Jacobian both sides share.
                 jacobians += sum(1 for _, _, fresh in plan[1:] if fresh)
             jacobians += 1 if any(d != 0 for d in config.deltas) else 0
-            # A Jacobian through fewer DDIM steps costs that much less.
-            share = (config.local_jacobian_steps or config.steps) / config.steps
-            out[m] = round((jacobians * JACOBIAN_DECODES * share + legs * rounds + 1) / n_d, 3)
+            # A Jacobian through fewer DDIM steps costs that much less; so does every decode from a
+            # point k steps down the path (local_edit_step), once the k steps to it are paid.
+            k = config.local_edit_step
+            share = ((config.local_jacobian_steps or config.steps) - k) / config.steps
+            leg_share = (config.steps - k) / config.steps
+            out[m] = round((jacobians * JACOBIAN_DECODES * share + legs * rounds * leg_share + k / config.steps + 1)
+                           / n_d, 3)
         elif v is not None and v.cal:
             nonzero = sum(1 for d in config.deltas if d != 0)
             out[m] = round((nonzero * rounds + 1) / n_d, 3)
@@ -211,8 +222,9 @@ class RenderShards:
         with torch.inference_mode():
             return self._render(str(batch["latents_uri"][0]), int(batch["take"][0]), batch["shard"])
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """uint8 [N,S,S,3] renders of latents [N,3,S,S], in batches of the actor's size."""
+    def decode(self, latents: np.ndarray, start_step: int = 0) -> np.ndarray:
+        """uint8 [N,S,S,3] renders of latents [N,3,S,S], in batches of the actor's size.
+        `start_step` k: the latents are points of the sampler's path after k steps (`advance`)."""
         from headrot.model.sampler import reverse_diffusion
         from headrot.report.grid import to_uint8
 
@@ -221,7 +233,21 @@ class RenderShards:
         for s in range(0, len(latents), self.batch_size):
             with self.acc.busy.timing(), self.acc.autocast():
                 x = self.acc.to_device(np.ascontiguousarray(latents[s:s + self.batch_size], np.float32))
-                out[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps))
+                out[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps,
+                                                                        start_step=start_step))
+        return out
+
+    def advance(self, latents: np.ndarray, to_step: int) -> np.ndarray:
+        """float64 [N,3,S,S]: the sampler's path from each latent after `to_step` of its steps."""
+        if not to_step:
+            return latents
+        from headrot.model.sampler import advance
+
+        out = np.zeros_like(latents)
+        for s in range(0, len(latents), self.batch_size):
+            with self.acc.busy.timing(), self.acc.autocast():  # as `decode`: its path, under the same precision
+                x = self.acc.to_device(np.ascontiguousarray(latents[s:s + self.batch_size], np.float32))
+                out[s:s + self.batch_size] = advance(self.model, x, self.steps, to_step).float().cpu().numpy()
         return out
 
     def drift_guard(self, base: np.ndarray, repeats: int = 1):
@@ -303,11 +329,16 @@ class RenderShards:
 
         y0 = self.reader.predict(base)
         read = L.readings(self.labeller, self.model_config.image_size)
+        # Where the move happens: x_T (k = 0), or the sampler's path after k of its steps, whose
+        # coarse layout is already drawn (everything below moves that point instead of x_T).
+        k = self.config.local_edit_step
+        z = self.advance(z, k)
 
         def render(x):
             with self.acc.busy.timing():
                 return reverse_diffusion(self.model, x.to(self.device),
-                                         steps=self.config.local_jacobian_steps or self.steps).float().cpu()
+                                         steps=self.config.local_jacobian_steps or self.steps,
+                                         start_step=k).float().cpu()
 
         def linearise(latents):
             with torch.inference_mode(False):
@@ -329,7 +360,7 @@ class RenderShards:
         guard = self.drift_guard(base)
 
         def decode_read(latents):
-            raw = self.decode(latents)
+            raw = self.decode(latents, k)
             # The guard judges the decoded render: -colour would hide the drift it looks for.
             valid = guard(raw) if guard is not None else None
             images = self.recoloured(raw, base, variant.colour)
