@@ -25,7 +25,8 @@ On the demo model it traded pose for a little PSNR (bench/NOTES.md), so the rend
 `local_correct` leaves it off by default.
 
 Torch (autograd through the 10-step sampler); the stages call it from the render actor.
-Cost: per face and leg, one forward pass and K = 14 batched backward passes (JACOBIAN_DECODES).
+Cost: per face and leg, one forward pass and K batched backward passes (K = 14 with every region
+read; `jacobian_decodes`).
 """
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ from headrot.labels import nuisance
 # What is read off a render
 
 
-def readings(labeller, size: int):
-    """x (NCHW in [-1, 1], torch) -> [N, K]: yaw, light azimuth (labeller), the colour statistics
-    (headrot.labels.nuisance, same regions and order). Differentiable."""
+def readings(labeller, size: int, regions=nuisance.REGIONS):
+    """x (NCHW in [-1, 1], torch) -> [N, K]: yaw, light azimuth (labeller), the mean R, G, B of
+    each of `regions` (headrot.labels.nuisance's regions, in its order; K = 2 + 3 x regions).
+    Differentiable."""
     import torch
 
-    masks = list(nuisance.region_masks(size).values())
+    masks = [m for name, m in nuisance.region_masks(size).items() if name in set(regions)]
 
     def read(x):
         pose = labeller.differentiable(x)                # [N, 2]: yaw, light azimuth (degrees)
@@ -59,7 +61,11 @@ def readings(labeller, size: int):
     return read
 
 
-N_READINGS = 2 + len(nuisance.NAMES)
+N_READINGS = 2 + len(nuisance.NAMES)   # every region read
+
+
+def n_readings(regions) -> int:
+    return 2 + 3 * len(set(regions))
 
 
 # ---------------------------------------------------------------------------
@@ -78,23 +84,29 @@ def jacobian(render: Callable, read: Callable, z: np.ndarray, blocks: int,
     import torch
 
     n = len(z)
-    out = np.zeros((n, N_READINGS, *z.shape[1:]))
-    at = np.zeros((n, N_READINGS))
-    eye = torch.eye(N_READINGS)
+    out = at = None
     for s in range(0, n, chunk):
         with torch.enable_grad():
             zz = torch.from_numpy(np.ascontiguousarray(z[s:s + chunk], np.float32)).requires_grad_()
             values = read(render(zz).clamp(-1, 1))                         # [m, K]
-            cotangents = eye.unsqueeze(1).expand(N_READINGS, len(zz), N_READINGS)
+            k = values.shape[1]
+            if out is None:
+                out, at = np.zeros((n, k, *z.shape[1:])), np.zeros((n, k))
+            cotangents = torch.eye(k).unsqueeze(1).expand(k, len(zz), k)
             (grads,) = torch.autograd.grad(values, zz, grad_outputs=cotangents, is_grads_batched=True)
         out[s:s + len(zz)] = D.lowpass(grads.transpose(0, 1).numpy().astype(np.float64), blocks)
         at[s:s + len(zz)] = values.detach().numpy()
     return at, out
 
 
-# What one Jacobian costs in decodes (10-step renders) of the same faces: one forward pass and K
-# batched backward passes, measured 3.2x cheaper than K forward + backward passes (~3K decodes).
-JACOBIAN_DECODES = round(3 * N_READINGS / 3.2)
+def jacobian_decodes(k: int = N_READINGS) -> int:
+    """What one Jacobian of K readings costs in decodes (10-step renders) of the same faces: one
+    forward pass and K batched backward passes, measured 3.2x cheaper than K forward + backward
+    passes (~3K decodes)."""
+    return round(3 * k / 3.2)
+
+
+JACOBIAN_DECODES = jacobian_decodes()
 
 
 def conditional_steps(jac: np.ndarray, ortho: bool = True) -> np.ndarray:

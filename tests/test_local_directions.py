@@ -43,6 +43,29 @@ def test_conditional_steps_turn_one_degree_and_leave_the_other_readings():
     assert not np.allclose(plain, steps)
 
 
+def test_readings_of_some_regions_are_those_columns_of_all():
+    """render.local_keep: the step is kept off light and the named regions' colours only; they are
+    the same numbers as those columns of the full readings, and the Jacobian is sized by them."""
+    import torch
+
+    from headrot.labels.nuisance import NAMES
+
+    class Labeller:
+        def differentiable(self, x):
+            return torch.stack([x[:, 0].mean((1, 2)), x[:, 1].mean((1, 2))], 1)
+
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    every = L.readings(Labeller(), 8)(x)
+    some = L.readings(Labeller(), 8, ("hair", "image"))(x)
+    cols = [0, 1] + [2 + i for i, n in enumerate(NAMES) if n.startswith(("image_", "hair_"))]
+    assert every.shape == (2, L.N_READINGS) and some.shape == (2, L.n_readings(("image", "hair"))) == (2, 8)
+    assert torch.equal(some, every[:, cols])
+    assert L.readings(Labeller(), 8, ())(x).shape == (2, 2)
+    values, jac = L.jacobian(lambda z: 0.1 * z, L.readings(Labeller(), 8, ("hair",)), np.zeros((1, 3, 8, 8)), 4)
+    assert values.shape == (1, 5) and jac.shape == (1, 5, 3, 8, 8)
+    assert L.jacobian_decodes(8) < L.jacobian_decodes() == L.JACOBIAN_DECODES
+
+
 def test_correction_restores_the_other_readings_and_leaves_yaw():
     """On linear readings r(z) = J z, the corrector from a drifted point takes every reading but
     yaw back to the reference (to the ridge's precision) and does not change yaw at all."""

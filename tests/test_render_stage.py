@@ -181,3 +181,10 @@ def test_local_edit_step_is_checked_against_the_sampler():
     with pytest.raises(ValueError, match="local_jacobian_steps"):
         RenderConfig(root="r", steps=10, local_edit_step=3, local_jacobian_steps=5)
     RenderConfig(root="r", steps=10, local_edit_step=3, local_jacobian_steps=10)
+
+
+def test_local_keep_names_regions():
+    RenderConfig(root="r", local_keep=("image", "hair"))
+    RenderConfig(root="r", local_keep=())
+    with pytest.raises(ValueError, match="local_keep"):
+        RenderConfig(root="r", local_keep=("image", "ears"))

@@ -82,6 +82,8 @@ class RenderConfig:
                                                                   # better on the demo: bench/NOTES.md)
     local_edit_step: int = 0                                      # local: move the sampler's path after this many of
                                                                   # its steps, not x_T (0: x_T, the paper's latent)
+    local_keep: tuple[str, ...] = ("image", "border", "centre", "hair")  # local: the regions whose mean colours
+                                                                  # the step is kept off (-ortho), with light
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -97,6 +99,10 @@ class RenderConfig:
         if self.local_edit_step and self.local_jacobian_steps not in (None, self.steps):
             raise ValueError("render: local_edit_step needs the Jacobian on the render's own grid: "
                              "leave local_jacobian_steps unset")
+        from headrot.labels.nuisance import REGIONS
+
+        if not set(self.local_keep) <= set(REGIONS):
+            raise ValueError(f"render: local_keep must name regions among {REGIONS}, got {list(self.local_keep)}")
         if not 0.0 <= self.local_correct <= 2.0:
             raise ValueError(f"render: local_correct must be in [0, 2] (1: a full Gauss-Newton step), "
                              f"got {self.local_correct}")
@@ -134,8 +140,9 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
     """Generator decodes per output render, per method (1 for a plain move): the cost of
     calibration and of local steps. A -cal method decodes every nonzero delta
     `calibration_rounds` times and shares one G(z). A local method computes a Jacobian where its
-    legs say so (local_directions.JACOBIAN_DECODES each) and decodes each leg `rounds` times."""
-    from headrot.local_directions import JACOBIAN_DECODES, plan_legs
+    legs say so (local_directions.jacobian_decodes of its readings each) and decodes each leg
+    `rounds` times."""
+    from headrot.local_directions import jacobian_decodes, n_readings, plan_legs
 
     n_d = len(config.deltas)
     out = {}
@@ -155,8 +162,8 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
             k = config.local_edit_step
             share = ((config.local_jacobian_steps or config.steps) - k) / config.steps
             leg_share = (config.steps - k) / config.steps
-            out[m] = round((jacobians * JACOBIAN_DECODES * share + legs * rounds * leg_share + k / config.steps + 1)
-                           / n_d, 3)
+            jac = jacobian_decodes(n_readings(config.local_keep))
+            out[m] = round((jacobians * jac * share + legs * rounds * leg_share + k / config.steps + 1) / n_d, 3)
         elif v is not None and v.cal:
             nonzero = sum(1 for d in config.deltas if d != 0)
             out[m] = round((nonzero * rounds + 1) / n_d, 3)
@@ -328,7 +335,9 @@ class RenderShards:
         from headrot.model.sampler import reverse_diffusion
 
         y0 = self.reader.predict(base)
-        read = L.readings(self.labeller, self.model_config.image_size)
+        # What the step is kept off besides light (-ortho) and what a corrector steers back: only
+        # these regions' colours are read, so the Jacobian costs one backward pass per reading kept.
+        read = L.readings(self.labeller, self.model_config.image_size, self.config.local_keep)
         # Where the move happens: x_T (k = 0), or the sampler's path after k of its steps, whose
         # coarse layout is already drawn (everything below moves that point instead of x_T).
         k = self.config.local_edit_step
