@@ -72,20 +72,25 @@ def reverse_diffusion(
     if not 0 <= start_step < steps:
         raise ValueError(f"start_step must be in [0, {steps}), got {start_step!r}")
     schedule = schedule or trained_schedule(net)
-    n = initial_noise.shape[0]
     step_size = 1.0 / steps
     next_noisy_images = initial_noise
     pred_images = initial_noise
     for step in range(start_step, steps):
-        noisy_images = next_noisy_images
-        # 1. rates at the current time t = 1 - step/steps
-        noise_rates, signal_rates = _rates(1.0 - step * step_size, n, initial_noise, schedule)
-        # 2. predict the noise and the clean image
-        pred_noises, pred_images = denoise(net, noisy_images, noise_rates, signal_rates)
-        # 3. move to t - 1/steps along the deterministic DDIM path
-        next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, initial_noise, schedule)
-        next_noisy_images = next_signal_rates * pred_images + next_noise_rates * pred_noises
+        next_noisy_images, pred_images = _ddim_step(net, next_noisy_images, step, step_size, schedule)
     return pred_images
+
+
+def _ddim_step(net: Net, noisy_images: torch.Tensor, step: int, step_size: float,
+               schedule: ScheduleConfig | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x at t - step_size, x_0 estimate) from x at t = 1 - step * step_size: one DDIM step."""
+    n = noisy_images.shape[0]
+    # 1. rates at the current time t = 1 - step/steps
+    noise_rates, signal_rates = _rates(1.0 - step * step_size, n, noisy_images, schedule)
+    # 2. predict the noise and the clean image
+    pred_noises, pred_images = denoise(net, noisy_images, noise_rates, signal_rates)
+    # 3. move to t - 1/steps along the deterministic DDIM path
+    next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, noisy_images, schedule)
+    return next_signal_rates * pred_images + next_noise_rates * pred_noises, pred_images
 
 
 def advance(
@@ -97,14 +102,9 @@ def advance(
     if not 0 <= to_step < steps:
         raise ValueError(f"to_step must be in [0, {steps}), got {to_step!r}")
     schedule = schedule or trained_schedule(net)
-    n = initial_noise.shape[0]
-    step_size = 1.0 / steps  # the same float grid as reverse_diffusion's, so the two paths agree bit for bit
     x = initial_noise
     for step in range(to_step):
-        noise_rates, signal_rates = _rates(1.0 - step * step_size, n, initial_noise, schedule)
-        pred_noises, pred_images = denoise(net, x, noise_rates, signal_rates)
-        next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, initial_noise, schedule)
-        x = next_signal_rates * pred_images + next_noise_rates * pred_noises
+        x, _ = _ddim_step(net, x, step, 1.0 / steps, schedule)  # reverse_diffusion's own step: the same path
     return x
 
 
