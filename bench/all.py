@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -233,6 +234,7 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
                   "![originals above their inversion reconstructions](bench/results/demo_inversion.png)", "",
                   "`python -m bench.quality`.", ""]
     lines += latent_section(r)
+    lines += gpu_section(r)
     lines += projection(r)
     lines += ["## Limits and next steps", ""] + (missed or ["- Every target was met in this run."]) + [""]
     notes = Path(__file__).with_name("NOTES.md")
@@ -272,6 +274,47 @@ def latent_section(r: dict) -> list[str]:
         out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; complete stages of its "
                 "root are reused, so after `make demo` it only reads the demo's evaluation).", ""]
     return out
+
+
+def gpu_section(r: dict) -> list[str]:
+    """The one run on a lent GPU (`python -m bench.gpu run`, bench/results/gpu.json): training of
+    the paper network, and the render and embed stages' plain loops with it."""
+    if "gpu" not in r:
+        return []
+    x = r["gpu"]
+    card, t, e, data = x["card"], x.get("train") or {}, x.get("eager") or {}, x.get("data") or {}
+    st = x["settings"]
+
+    def pct(m: dict | None, key: str) -> str:
+        return f"{100 * m[key]:.1f}%" if m and m.get(key) is not None else "-"
+
+    rows = [["train step, eager (bf16, channels_last)", f"{_f(e.get('samples_per_s'))} samples/s",
+             pct(e.get("mfu"), "of_spec_peak"), pct(e.get("mfu"), "of_measured_matmul")],
+            ["train step, torch.compile (same)", f"{_f(t.get('samples_per_s_steady'))} samples/s",
+             pct(t.get("mfu"), "of_spec_peak"), pct(t.get("mfu"), "of_measured_matmul")]]
+    for name, key, unit in (("render", "render", "renders/s"), ("embed (inversion)", "embed", "images/s")):
+        v = x.get(key)
+        if v:
+            rows.append([f"{name}, plain loop, model part only ({_f(v['calls_per_image'])} calls each, eager bf16)",
+                         f"{_f(v['model_only_images_per_s'])} {unit} ({_f(v['images_per_s'])} end to end)",
+                         pct(v.get("mfu_model_only"), "of_spec_peak"), pct(v.get("mfu_model_only"), "of_measured_matmul")])
+    return [f"## On a GPU: the {st['preset']} network ({card['name']}, {x.get('date')})", "",
+            f"One lease: {card['name']}, {card.get('memory_gib')} GiB, torch {card['torch']}, {card['cpus']} CPU cores. "
+            f"MFU counts the network's convolution and matmul FLOPs (3x the forward's {st['forward_flops_per_image'] / 1e9:.2f} "
+            f"GFLOP per training sample) against the spec's dense bf16 peak ({_f((card.get('spec_bf16_flops') or math.nan) / 1e12)} "
+            f"TFLOP/s) and against an 8192^3 bf16 matmul measured in the same run ({_f(card['bf16_matmul_flops'] / 1e12)} TFLOP/s).",
+            "", _row(["what", "rate", "MFU (spec peak)", "of measured matmul"]), _row(["---"] * 4),
+            *[_row(row) for row in rows], "",
+            f"- data: {data.get('images', 0):,} synthetic faces ({data.get('identities', 0):,} identities x 10) at "
+            f"{data.get('size')}x{data.get('size')}, rendered by {data.get('processes')} processes at "
+            f"{_f(data.get('images_per_s'))} images/s beside the compile.",
+            f"- training: batch {st['batch']}, AdamW lr {st['lr']:g}, P2 gamma {st['p2_gamma']:g}, EMA {st['ema_decay']:g}; "
+            f"{t.get('steps', 0):,} steps ({_f(t.get('epochs'))} epochs) in {_f(t.get('seconds'))} s after a "
+            f"{_f((x.get('compile') or {}).get('warmup_s'))} s compile; loss {_f(t.get('final_loss'))} at the end; peak "
+            f"{_f(t.get('peak_memory_gib'))} GiB. torch.compile over eager: "
+            f"{_f((t.get('samples_per_s_steady') or 0) / (e.get('samples_per_s') or 1))}x.",
+            "", "![samples of the EMA weights, 10 DDIM steps](docs/figures/gpu-paper-h200-samples.png)", "",
+            "![loss](docs/figures/gpu-paper-h200-loss.png)", "", f"`{x.get('command')}`", ""]
 
 
 def memory_table(title: str, x: dict, sizes: list[str], targeted: tuple[str, ...], stage: str,
@@ -321,9 +364,17 @@ def projection(r: dict) -> list[str]:
     png = r.get("render", {}).get("png_encodes_per_s_one_core") or 2200.0
     render_gpu = gpu_tflops * 1e12 / (10 * paper)
     embed_gpu = gpu_tflops * 1e12 / (embed_calls * paper)
+    rate = f"{gpu_tflops:.0f} TFLOP/s effective per GPU (stated, not measured)"
+    measured = r.get("gpu") or {}
+    if measured.get("render") and measured.get("embed"):
+        # The lease's own figures (model part of the stages' plain loops, eager bf16) replace the guess.
+        render_gpu = measured["render"]["model_only_images_per_s"]
+        embed_gpu = measured["embed"]["model_only_images_per_s"] * measured["embed"]["calls_per_image"] / embed_calls
+        rate = (f"the GPU rates measured on one {measured['card']['name']} (bench.gpu, eager bf16: "
+                f"{render_gpu:,.0f} renders/s, {measured['embed']['model_only_images_per_s']:,.0f} inversions/s at "
+                f"{_f(measured['embed']['calls_per_image'])} calls, scaled to {_f(embed_calls)} calls here)")
     out = ["## Scaling projection (on paper)", "",
-           f"Assumptions: paper preset ({paper / 1e9:.2f} GFLOP/call), {gpu_tflops:.0f} TFLOP/s effective per GPU "
-           f"(stated, not measured), CPU costs measured here: JPEG decode {decode:,.0f} images/s/core "
+           f"Assumptions: paper preset ({paper / 1e9:.2f} GFLOP/call), {rate}, CPU costs measured here: JPEG decode {decode:,.0f} images/s/core "
            f"(read plain loop), PNG encode {png:,.0f} renders/s/core at the render bench's size (taken as 4x the cost at 64x64).", "",
            _row(["GPUs", "render: renders/s (GPU)", "cores for PNG", "embed: images/s (GPU)", "cores for decode",
                  "first bottleneck"]), _row(["---"] * 6)]

@@ -151,3 +151,57 @@ def test_compare_roots_pairs_the_faces():
     assert same["interval_90"] == [0.0, 0.0] and same["p_candidate_better"] == 0.0
     with pytest.raises(ValueError, match="different faces"):
         compare(base, _root_metrics(11, lambda s, d: 1.0, lambda s, d: 16.0), method="m", n=5)
+
+
+def test_gpu_script_rehearses_on_the_cpu(ray_cluster, tmp_path):
+    # The device run's script end to end at the tiny preset, as it is rehearsed before a lease:
+    # faces rendered by a spawned pool, a probe, training to the deadline, the fp16 parts, the
+    # render and embed loops with the trained network, and its section of BENCHMARKS.md.
+    import torch
+
+    from bench import all as bench_all
+    from bench import gpu
+    from headrot.model.checkpoint import load_model
+
+    render_root = str(tmp_path / "render-inputs")
+    gpu.prepare_render(render_root, "tiny", 16)
+    out = tmp_path / "out"
+    gpu.main(["run", "--out", str(out), "--preset", "tiny", "--images", "60", "--batch", "16", "--budget", "14", "--reserve", "4",
+              "--no-compile", "--probe-s", "0.5", "--log-every", "5", "--render-root", render_root,
+              "--render-batch", "32", "--embed-images", "12", "--embed-batch", "4"])
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["done"] is True and report["data"]["images"] == 60
+    assert report["train"]["steps"] > 10 and _positive(report["train"]["samples_per_s_steady"])
+    losses = [h["loss"] for h in report["history"]]
+    assert losses[-1] < losses[0]  # it learned something in its seconds
+    assert report["render"]["renders"] == 16 * 7 and report["embed"]["written"] == 12
+    for name in ("samples.png", "loss_curve.png", "data.png", "model.part0.pt"):
+        assert (out / name).stat().st_size > 0, name
+
+    # the parts (fp16) join into a checkpoint that loads as float32, equal to the parts' weights
+    parts = sorted(str(p) for p in out.glob("model.part*.pt"))
+    model, config, _ = load_model(gpu.join_parts(str(tmp_path / "model.pt"), parts), "generator")
+    assert config.image_size == 16 and next(model.parameters()).dtype == torch.float32
+    saved = {k: v for p in parts for k, v in torch.load(p, weights_only=True)["state_dict"].items()}
+    assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in saved.items())
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "gpu.json").write_text(json.dumps({**report, "date": "test"}))
+    assert "## On a GPU: the tiny network (cpu, test)" in bench_all.report(tmp_path / "results")
+
+
+def test_gpu_parts_stay_under_the_limit_and_must_be_complete(tmp_path):
+    import torch
+
+    from bench import gpu
+    from headrot.model.unet import PRESETS, UNet
+
+    net = UNet(PRESETS["tiny"])
+    written = gpu.export_parts(tmp_path, net, PRESETS["tiny"], limit=4096)
+    assert len(written) > 1
+    for part in written:
+        weights = torch.load(tmp_path / part["file"], weights_only=True)["state_dict"]
+        big = max(v.numel() * 2 for v in weights.values())
+        assert sum(v.numel() * 2 for v in weights.values()) <= max(4096, big)  # a lone tensor may exceed it
+    with pytest.raises(ValueError, match="every model.partN.pt"):
+        gpu.join_parts(str(tmp_path / "m.pt"), [str(tmp_path / written[0]["file"])])

@@ -100,6 +100,37 @@ def test_ema_update_is_exact():
     assert torch.equal(other.module.weight, ema.module.weight)
 
 
+def test_ema_update_of_a_unet_is_the_per_tensor_rule_to_the_bit():
+    # The fused (foreach) update must do exactly what d * ema + (1 - d) * w per tensor did.
+    torch.manual_seed(0)
+    model = UNet(TINY)
+    ema = EMA(model, decay=0.999)
+    reference = [p.detach().clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    for update in range(3):
+        d = ema.decay_at(update)
+        ema.update(model, update)
+        for ref, p in zip(reference, model.parameters()):
+            ref.mul_(d).add_(p.detach(), alpha=1.0 - d)
+    for ref, got in zip(reference, ema.module.parameters()):
+        assert torch.equal(ref, got)
+
+
+def test_noise_is_drawn_on_the_generators_device():
+    # The CPU stream is what resumes rely on: the default (None) draws on the CPU too, and a
+    # generator's own device decides where (a CUDA generator draws on the GPU, bench.gpu).
+    net = UNet(TINY)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    torch.manual_seed(5)
+    unseeded = generator_loss(net, images)
+    torch.manual_seed(5)
+    assert generator_loss(net, images).item() == unseeded.item()
+    g = torch.Generator(device="cpu").manual_seed(9)
+    assert generator_loss(net, images, g).item() == generator_loss(net, images, torch.Generator().manual_seed(9)).item()
+
+
 def test_config_from_yaml_and_errors(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("preset: tiny\nbatch_size: 8\ncpus_per_worker: 0.5\npartitions: [0, 1]\n")
