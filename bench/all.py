@@ -277,11 +277,15 @@ def latent_section(r: dict) -> list[str]:
 
 
 def gpu_section(r: dict) -> list[str]:
-    """The one run on a lent GPU (`python -m bench.gpu run`, bench/results/gpu.json): training of
-    the paper network, and the render and embed stages' plain loops with it."""
-    if "gpu" not in r:
-        return []
-    x = r["gpu"]
+    """Each run on a lent GPU (`python -m bench.gpu run`, bench/results/gpu*.json): training of a
+    network, and the render and embed stages' plain loops with it."""
+    out: list[str] = []
+    for name in sorted(k for k in r if k.startswith("gpu")):
+        out += _gpu_run(r[name])
+    return out
+
+
+def _gpu_run(x: dict) -> list[str]:
     card, t, e, data = x["card"], x.get("train") or {}, x.get("eager") or {}, x.get("data") or {}
     st = x["settings"]
 
@@ -313,8 +317,10 @@ def gpu_section(r: dict) -> list[str]:
             f"{_f((x.get('compile') or {}).get('warmup_s'))} s compile; loss {_f(t.get('final_loss'))} at the end; peak "
             f"{_f(t.get('peak_memory_gib'))} GiB. torch.compile over eager: "
             f"{_f((t.get('samples_per_s_steady') or 0) / (e.get('samples_per_s') or 1))}x.",
-            "", "![samples of the EMA weights, 10 DDIM steps](docs/figures/gpu-paper-h200-samples.png)", "",
-            "![loss](docs/figures/gpu-paper-h200-loss.png)", "", f"`{x.get('command')}`", ""]
+            *([] if not x.get("figures") else
+              ["", f"![samples of the EMA weights, 10 DDIM steps]({x['figures']['samples']})", "",
+               f"![loss]({x['figures']['loss']})"]),
+            "", f"`{x.get('command')}`", ""]
 
 
 def memory_table(title: str, x: dict, sizes: list[str], targeted: tuple[str, ...], stage: str,
