@@ -3,7 +3,7 @@ its reference's, changes nothing else."""
 import numpy as np
 import pytest
 
-from headrot.colour import keep_colours
+from headrot.colour import keep_colours, novel_colour_share
 
 
 def _moments(images):
@@ -57,3 +57,31 @@ def test_where_things_are_is_kept():
 def test_a_clear_error_for_wrong_shapes():
     with pytest.raises(ValueError, match=r"\[N,S,S,3\]"):
         keep_colours(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+
+
+def _two_tone(size: int = 32) -> np.ndarray:
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:, : size // 2] = (200, 150, 120)   # "skin"
+    image[:, size // 2:] = (40, 160, 60)      # "background"
+    return image
+
+
+def test_rearranged_colours_are_not_new_and_a_blotch_is_counted():
+    ref = _two_tone()
+    turned = np.roll(ref, 5, axis=1)               # the same colours, elsewhere: a turn
+    blotch = ref.copy()
+    blotch[4:12, 4:12] = (30, 40, 220)             # 64 of 1024 pixels in a colour ref lacks
+    near = ref.copy()
+    near[4:12, 4:12] = (210, 158, 126)             # close to the skin: within tau
+    share = novel_colour_share(np.stack([turned, blotch, near]), ref)
+    assert share[0] == 0.0 and share[2] == 0.0
+    assert share[1] == pytest.approx(64 / 1024)
+    # tau decides what counts as new: the near patch is new at a tau below its distance (~0.05)
+    assert novel_colour_share(near[None], ref, tau=0.02)[0] == pytest.approx(64 / 1024)
+
+
+def test_a_large_reference_is_subsampled_not_refused():
+    ref = np.repeat(np.repeat(_two_tone(16), 8, axis=0), 8, axis=1)   # 128x128: 16,384 pixels
+    assert novel_colour_share(ref[None], ref, max_reference_pixels=256)[0] == 0.0
+    with pytest.raises(ValueError, match="tau"):
+        novel_colour_share(ref[None], ref, tau=0.0)

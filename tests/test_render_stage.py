@@ -188,3 +188,28 @@ def test_local_keep_names_regions():
     RenderConfig(root="r", local_keep=())
     with pytest.raises(ValueError, match="local_keep"):
         RenderConfig(root="r", local_keep=("image", "ears"))
+
+
+def test_max_novel_colour_is_a_share_and_its_guard_refuses_a_blotch():
+    from headrot.stages.render import RenderShards
+
+    RenderConfig(root="r", max_novel_colour=0.03)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="max_novel_colour"):
+            RenderConfig(root="r", max_novel_colour=bad)
+    with pytest.raises(ValueError, match="novel_colour_tau"):
+        RenderConfig(root="r", novel_colour_tau=0.0)
+    # The guard on its own, as the actor builds it (no model needed): base [N], images [2N].
+    shards = RenderShards.__new__(RenderShards)
+    shards.config = RenderConfig(root="r", max_novel_colour=0.03)
+    base = np.zeros((2, 16, 16, 3), np.uint8)
+    base[:, :, 8:] = 200
+    blotched = base.copy()
+    blotched[1, 2:8, 2:8] = (0, 0, 255)          # 36 of 256 pixels: 14% new
+    valid = shards.novel_guard(base, repeats=2)(np.concatenate([base, blotched]))
+    assert valid.tolist() == [True, True, True, False]
+    assert RenderShards.both(None, None) is None
+    assert RenderShards.both(np.array([True, False]), None).tolist() == [True, False]
+    assert RenderShards.both(np.array([True, True]), np.array([False, True])).tolist() == [False, True]
+    shards.config = RenderConfig(root="r")
+    assert shards.novel_guard(base) is None      # off by default

@@ -84,6 +84,10 @@ class RenderConfig:
                                                                   # its steps, not x_T (0: x_T, the paper's latent)
     local_keep: tuple[str, ...] = ("image", "border", "centre", "hair")  # local: the regions whose mean colours
                                                                   # the step is kept off (-ortho), with light
+    max_novel_colour: float | None = None                         # -cal and local: refuse a render (as written, after
+                                                                  # -colour) with more than this share of pixels in
+                                                                  # colours its unmoved render lacks (None: no guard)
+    novel_colour_tau: float = 0.12                                # how far (RGB 0..1) a colour is new
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -110,6 +114,10 @@ class RenderConfig:
             raise ValueError("render: min_leg_psnr must be > 0 dB (or null: no guard)")
         if self.max_drift is not None and self.max_drift <= 0:
             raise ValueError("render: max_drift must be > 0 (or null: no guard)")
+        if self.max_novel_colour is not None and not 0 < self.max_novel_colour <= 1:
+            raise ValueError("render: max_novel_colour must be a share in (0, 1] (or null: no guard)")
+        if not 0 < self.novel_colour_tau <= 1.8:
+            raise ValueError("render: novel_colour_tau must be in (0, 1.8] (RGB distance in 0..1 units)")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
             raise ValueError(f"render: deltas {list(self.deltas)} must be distinct and non-empty")
         if any(abs(d) > 180 for d in self.deltas):
@@ -267,6 +275,25 @@ class RenderShards:
         ref = np.concatenate([image_statistics(base)] * repeats)
         return lambda images: D.drift(image_statistics(images), ref) <= self.config.max_drift
 
+    def novel_guard(self, base: np.ndarray, repeats: int = 1):
+        """images as written [repeats*N] -> valid [repeats*N]: at most `max_novel_colour` of their
+        pixels in colours the unmoved render `base` [N] lacks (None when the guard is off). Judged
+        after -colour, unlike the drift guard: the colour map undoes a global shift, and what it
+        leaves new is a local break (a blotch, a band, a face relit)."""
+        if self.config.max_novel_colour is None:
+            return None
+        from headrot.colour import novel_colour_share
+
+        ref = np.concatenate([base] * repeats)
+        return lambda images: novel_colour_share(images, ref, self.config.novel_colour_tau) <= self.config.max_novel_colour
+
+    @staticmethod
+    def both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        """The verdicts of two guards, either of which may be off (None)."""
+        if a is None or b is None:
+            return b if a is None else a
+        return np.asarray(a, bool) & np.asarray(b, bool)
+
     @staticmethod
     def recoloured(images: np.ndarray, base: np.ndarray, colour: bool) -> np.ndarray:
         """images [k*N] (k renders of each of the N sources, source-major within each block of
@@ -302,12 +329,14 @@ class RenderShards:
         rounds: list[np.ndarray] = []
 
         valid_of = self.drift_guard(base, len(nonzero))
+        novel_of = self.novel_guard(base, len(nonzero))
 
         def achieved_at(scale: np.ndarray):
             raw = self.decode(place(z_rep, m_rep, scale, norm))
-            # The guard judges the decoded render: -colour would hide the drift it looks for.
+            # The drift guard judges the decoded render: -colour would hide the drift it looks for.
             valid = valid_of(raw) if valid_of is not None else None
             rounds.append(self.recoloured(raw, base, colour))
+            valid = self.both(valid, novel_of(rounds[-1]) if novel_of is not None else None)
             reading = self.reader.predict(rounds[-1]) - np.tile(y0, len(nonzero))
             return reading if valid is None else (reading, valid)
 
@@ -366,13 +395,14 @@ class RenderShards:
                 return step
             return step, self.config.local_correct * L.correction(jac, values, at_z[0][0])
 
-        guard = self.drift_guard(base)
+        guard, novel = self.drift_guard(base), self.novel_guard(base)
 
         def decode_read(latents):
             raw = self.decode(latents, k)
-            # The guard judges the decoded render: -colour would hide the drift it looks for.
+            # The drift guard judges the decoded render: -colour would hide the drift it looks for.
             valid = guard(raw) if guard is not None else None
             images = self.recoloured(raw, base, variant.colour)
+            valid = self.both(valid, novel(images) if novel is not None else None)
             return images, self.reader.predict(images) - y0, valid
 
         n = len(z)
