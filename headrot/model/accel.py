@@ -15,8 +15,9 @@ Defaults ("auto"): on CUDA bf16 autocast (activations and matmuls in bf16, the s
 arithmetic stays float32 because autocast only touches conv/matmul ops) and channels_last
 (tensor cores want NHWC); on CPU float32 and the plain layout: bf16 on a CPU without AMX is
 slower than float32, and channels_last made no steady difference here (bench/results/model.json).
-`compile` is off unless asked: torch.compile costs a minute of warm-up per actor and was not
-measured on a GPU yet (BENCHMARKS.md); with mode="reduce-overhead" it also captures CUDA graphs.
+`compile` is off unless asked: torch.compile costs a minute of warm-up per actor, and for
+inference it was not measured on a GPU yet (for training the paper network on an H200 it gave
+1.59x: BENCHMARKS.md "On a GPU"); with mode="reduce-overhead" it also captures CUDA graphs.
 """
 from __future__ import annotations
 
