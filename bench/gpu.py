@@ -358,9 +358,9 @@ def run(args: argparse.Namespace) -> dict:
 
     t = time.perf_counter()
     if args.compile:  # warm-up: forward + backward compiled once, no optimizer step on the weights
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            from headrot.train.steps import generator_loss, to_model_images
+        from headrot.train.steps import generator_loss, to_model_images
 
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = generator_loss(trainer.model, to_model_images(random_u8, device),
                                   torch.Generator(device=device).manual_seed(2), p2_gamma=args.p2_gamma)
         loss.backward()

@@ -118,9 +118,9 @@ def test_ema_update_of_a_unet_is_the_per_tensor_rule_to_the_bit():
         assert torch.equal(ref, got)
 
 
-def test_noise_is_drawn_on_the_generators_device():
-    # The CPU stream is what resumes rely on: the default (None) draws on the CPU too, and a
-    # generator's own device decides where (a CUDA generator draws on the GPU, bench.gpu).
+def test_noise_comes_from_the_generator_given_and_the_cpu_by_default():
+    # The CPU stream is what resumes rely on: the default (None) draws on the CPU too. (That a
+    # CUDA generator draws on the GPU, bench.gpu's case, needs a GPU: it ran there, not here.)
     net = UNet(TINY)
     images = torch.rand(4, 3, 16, 16) * 2 - 1
     torch.manual_seed(5)
