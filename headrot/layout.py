@@ -8,6 +8,7 @@
       checkpoints/<kind>/model.pt       generator, embedder (headrot.train, or copied in by `headrot run`)
       checkpoints/labeller/pose.npz     the method's own pose-and-light CNN (samples stage)
       checkpoints/labeller/reader.npz   its second one, another seed: what calibration reads
+      checkpoints/labeller/steer-<seed>.npz  more of its kind: what the local steps follow, with it
       labels/light.parquet              the light classifier's labels of every selected image (embed)
       latents/part-NNNNN.parquet        embed: one file per shard, then _SUCCESS
       latents/_mean_faces/part-NNNNN.npz  embed: per-shard sums of the mean-face figure
@@ -91,6 +92,9 @@ class RunLayout:
     @property
     def reader(self) -> str:
         return self.path(CHECKPOINTS, "labeller", "reader.npz")
+
+    def steerer(self, seed: int) -> str:
+        return self.path(CHECKPOINTS, "labeller", f"steer-{int(seed)}.npz")
 
     @property
     def light_labels(self) -> str:

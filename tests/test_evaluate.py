@@ -199,6 +199,12 @@ def test_the_method_must_not_be_graded_by_its_own_estimator(synthetic_run, tmp_p
                                                   "reader": {"seed": seed, "arch": "maxpool4"}})
     with pytest.raises(ValueError, match="own estimator"):
         run_evaluate(EvaluateConfig(root=str(root), **POSE))
+    # So is every steering network the local steps followed.
+    storage.mark_complete(str(root / "samples"), {"rows": 0, "labeller": {"seed": 7, "arch": "maxpool4"},
+                                                  "steerers": [{"seed": 8, "arch": "maxpool4"},
+                                                               {"seed": seed, "arch": "maxpool4"}]})
+    with pytest.raises(ValueError, match="own estimator"):
+        run_evaluate(EvaluateConfig(root=str(root), **POSE))
 
 
 # ---------------------------------------------------------------------------

@@ -230,3 +230,30 @@ def test_calibration_never_keeps_an_invalid_render():
     cal = D.calibrate(achieved, wanted, rounds=3)
     assert cal.best_round[0] >= 0 and cal.error[0] < 0.5
     assert cal.best_round[1] == -1 and cal.scale[1] == 0 and cal.achieved[1] == 0 and cal.error[1] == 20
+
+
+def test_mean_reading_is_the_mean_of_its_networks_and_their_gradients():
+    """The steering ensemble (samples.steer_seeds): the local steps follow the mean reading of the
+    labeller and the steering networks, so the Jacobian is the mean of theirs."""
+    import torch
+
+    from headrot.labels.pose import MeanReading, PoseConfig, YawEstimator, build_net
+
+    def estimator(seed, light=True):
+        torch.manual_seed(seed)
+        config = PoseConfig(size=16, seed=seed, arch="maxpool4", light=light)
+        return YawEstimator(build_net(16, 4, "maxpool4", 2 if light else 1), config, {})
+
+    a, b, c = estimator(1), estimator(2), estimator(3)
+    mean = MeanReading([a, b, c])
+    x = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_()
+    got = mean.differentiable(x)
+    assert torch.allclose(got, (a.differentiable(x) + b.differentiable(x) + c.differentiable(x)) / 3)
+    (g_mean,) = torch.autograd.grad(got[:, 0].sum(), x)
+    g_each = [torch.autograd.grad(e.differentiable(x)[:, 0].sum(), x)[0] for e in (a, b, c)]
+    assert torch.allclose(g_mean, sum(g_each) / 3, atol=1e-6)
+    assert not torch.allclose(g_mean, g_each[0])                 # not the labeller's own gradient
+    with pytest.raises(ValueError, match="different outputs"):
+        MeanReading([a, estimator(4, light=False)])
+    with pytest.raises(ValueError, match="at least one"):
+        MeanReading([])

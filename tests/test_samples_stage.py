@@ -26,16 +26,23 @@ def samples_config(root: str, **kw) -> SamplesConfig:
                          labeller_epochs=2, **kw)
 
 
+STEER = (2_000_201,)   # one steering network beside the labeller: the local steps follow their mean
+
+
 def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     root = str(tmp_path / "run")
     make_run(root)
-    summary = run_samples(samples_config(root))
+    summary = run_samples(samples_config(root, steer_seeds=STEER))
     assert summary["rows"] == 120 and summary["shards"] == 3 and summary["shards_this_run"] == 3
     assert summary["labeller"]["arch"] == "maxpool4" and summary["labeller"]["light"] is True
     # Calibration's reader: the same kind of network of its own seed, cached beside the labeller.
     assert summary["reader"] == {**summary["labeller"], "seed": summary["reader"]["seed"]}
     assert summary["reader"]["seed"] != summary["labeller"]["seed"]
     assert storage.exists(storage.join(root, "checkpoints", "labeller", "reader.npz"))
+    # The steering network: the labeller's kind of its own seed, cached beside it, recorded by key.
+    assert summary["steerers"] == [{**summary["labeller"], "seed": STEER[0]}]
+    assert len(summary["steerer_metrics"]) == 1 and summary["steerer_metrics"][0]["mae_deg_heldout"] > 0
+    assert storage.exists(storage.join(root, "checkpoints", "labeller", f"steer-{STEER[0]}.npz"))
     samples = tables.read_parquet_dir(storage.join(root, "samples"))
     ids = samples.column("sample_id").to_pylist()
     assert sorted(ids) == list(range(120))                        # every sample exactly once
@@ -51,9 +58,10 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     # Resume: a lost shard is redone, the others are not; a complete stage does nothing.
     storage.filesystem(root)[0].rm(storage.join(root, "samples", "part-00001.parquet"))
     storage.filesystem(root)[0].rm(storage.join(root, "samples", storage.SUCCESS))
-    again = run_samples(samples_config(root))
+    again = run_samples(samples_config(root, steer_seeds=STEER))
     assert again["shards_this_run"] == 1 and again["rows"] == 120
-    assert run_samples(samples_config(root)).get("skipped")
+    assert again["steerer_metrics"][0]["cached"]                  # loaded, not trained again
+    assert run_samples(samples_config(root, steer_seeds=STEER)).get("skipped")
 
     # make_run fitted embeddings only: a new fit config needs its folder cleared (as a user would).
     storage.filesystem(root)[0].rm(storage.join(root, "trajectories"), recursive=True)
@@ -98,6 +106,24 @@ def test_samples_fit_and_calibrated_render_end_to_end(ray_cluster, tmp_path):
     plain = rotated.filter(rotated.column("method").to_numpy(zero_copy_only=False) == "no_move")
     assert np.all(np.isnan(plain.column("labeller_yaw_change").to_numpy(zero_copy_only=False)))
     assert run_render(config).get("skipped")
+    # What the local steps followed: the labeller and the steering network, by their mean reading;
+    # calibration read the reader, neither of them.
+    from headrot.labels.pose import MeanReading
+    from headrot.stages.render import RenderShards
+
+    actor = RenderShards(config)
+    assert isinstance(actor.steer, MeanReading)
+    seeds = SamplesConfig(root=root)
+    assert [e.config.seed for e in actor.steer.estimators] == [seeds.labeller_seed, STEER[0]]
+    assert actor.reader.config.seed == seeds.reader_seed
+
+
+def test_steering_seeds_are_networks_of_their_own():
+    assert SamplesConfig(root="r", steer_seeds=(11, 12)).steer_seeds == (11, 12)
+    base = SamplesConfig(root="r")
+    for bad in ((11, 11), (base.labeller_seed,), (12, base.reader_seed)):
+        with pytest.raises(ValueError, match="steer_seeds"):
+            SamplesConfig(root="r", steer_seeds=bad)
 
 
 def test_method_names_parse_to_the_ablation_grid():

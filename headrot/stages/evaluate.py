@@ -133,7 +133,8 @@ def _synthetic_judge(config, data_uri, source_ids, size, report_dir) -> tuple[Me
                           per_identity=config.pose_per_identity, n_heldout=config.pose_heldout,
                           epochs=config.pose_epochs)
     # The judge must be none of the method's own estimators (labeller, calibration's reader).
-    check_independent(pose_cfg, labeller_of(config.root), labeller_of(config.root, "reader"))
+    check_independent(pose_cfg, labeller_of(config.root), labeller_of(config.root, "reader"),
+                      *steerers_of(config.root))
     cache = storage.join(report_dir, "yaw_estimator.npz")
     estimator, cached = load_or_fit(cache, pose_cfg)
     ids_in_set = tuple(sorted({int(identity_of[s]) for s in source_ids}))
@@ -167,6 +168,12 @@ def labeller_of(root: str, which: str = "labeller") -> dict | None:
     from headrot.stages.samples import labeller_key
 
     return labeller_key(root, which)
+
+
+def steerers_of(root: str) -> list[dict]:
+    from headrot.stages.samples import steerer_keys
+
+    return steerer_keys(root)
 
 
 # ---------------------------------------------------------------------------
@@ -351,6 +358,10 @@ def _evaluate(config: EvaluateConfig, data_uri: str, files: list[str]) -> dict[s
         pose["reader"] = {"seed": reader.get("seed"), "arch": reader.get("arch"),
                           "note": "what calibration reads (-cal and local methods): the labeller's kind "
                                   "of network with its own seed, not the one the steps follow"}
+    if (steerers := steerers_of(config.root)):
+        pose["steerers"] = {"seeds": [k.get("seed") for k in steerers], "arch": steerers[0].get("arch"),
+                            "note": "what the local steps follow with the labeller (their mean reading): "
+                                    "more of its kind, other seeds; neither the reader nor the judge"}
     measured = A.aggregate(metrics, A.Context(primary=config.primary, synthetic=synthetic, pose=pose,
                                               notes=tuple(notes), latents_recon_psnr=_latents_psnr(config.root)))
     figures = figures_of(measured, metrics, files, spec, config)

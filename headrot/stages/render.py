@@ -40,7 +40,7 @@ from headrot.stages import sharding
 from headrot.moves import LOCAL, METHODS, SOURCES, TrajectoryIndex, Variant, move_of, parse_variant, place
 from headrot.stages.fit import SPLITS
 from headrot.stages.protocol import Stage, run_stage
-from headrot.stages.samples import labeller_key
+from headrot.stages.samples import labeller_key, steerer_keys
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,9 @@ class RenderShards:
         self.methods, self.deltas, self.split = tuple(config.methods), tuple(config.deltas), config.split
         self.variants = {m: parse_variant(m) for m in self.methods}
         self.moves = {m: move_of(m) for m in self.methods}
-        self.labeller = self.reader = None
+        self.labeller = self.reader = self.steer = None
         if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
+            from headrot.labels.pose import MeanReading
             from headrot.stages.samples import load_labeller
 
             if not labeller:
@@ -225,6 +226,9 @@ class RenderShards:
             # local steps' gradients did not come from), else the labeller itself (older runs).
             reader = labeller_key(config.root, "reader")
             self.reader = load_labeller(layout.reader, reader) if reader else self.labeller
+            # What the local steps follow: the labeller, or its mean with the steering networks.
+            steerers = [load_labeller(layout.steerer(key["seed"]), key) for key in steerer_keys(config.root)]
+            self.steer = MeanReading([self.labeller, *steerers]) if steerers else self.labeller
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0
@@ -366,7 +370,7 @@ class RenderShards:
         y0 = self.reader.predict(base)
         # What the step is kept off besides light (-ortho) and what a corrector steers back: only
         # these regions' colours are read, so the Jacobian costs one backward pass per reading kept.
-        read = L.readings(self.labeller, self.model_config.image_size, self.config.local_keep)
+        read = L.readings(self.steer, self.model_config.image_size, self.config.local_keep)
         # Where the move happens: x_T (k = 0), or the sampler's path after k of its steps, whose
         # coarse layout is already drawn (everything below moves that point instead of x_T).
         k = self.config.local_edit_step

@@ -2,7 +2,8 @@
 
     labeller (one Ray task; cached in checkpoints/labeller/pose.npz): a pose CNN of its own seed,
     identities and architecture that reads yaw and light azimuth from pixels; beside it (a second
-    task) calibration's reader, the same network of another seed (checkpoints/labeller/reader.npz)
+    task) calibration's reader, the same network of another seed (checkpoints/labeller/reader.npz),
+    and the local steps' steering networks, more seeds (checkpoints/labeller/steer-<seed>.npz)
     -> shards of sample indices (driver) -> SampleShards (model actor pool): x_T from each
        sample's own seed, 10-step DDIM, the labeller's yaw and light, colour statistics
     -> write_shard (CPU task): samples/part-NNNNN.parquet -> samples/_SUCCESS last.
@@ -71,6 +72,11 @@ class SamplesConfig:
     # fresh network of the same kind, and the evaluation's judge, read 22 (bench/NOTES.md). A
     # reader the steps were not computed from reads what the render shows. None: the labeller reads.
     reader_seed: int | None = 2_000_101
+    # The local steps' steering networks: more of the labeller's kind, each of its own seed. The
+    # steps follow the mean reading of the labeller and these (headrot.labels.pose.MeanReading),
+    # whose adversarial directions average down. (): the labeller alone. Each costs one more
+    # labeller's training here (~40 s on one core at the demo's size).
+    steer_seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n < 10:
@@ -80,6 +86,12 @@ class SamplesConfig:
         if self.reader_seed is not None and self.reader_seed == self.labeller_seed:
             raise ValueError(f"samples: reader_seed {self.reader_seed} is the labeller's: the reader must be "
                              "another network (another seed), or null to read with the labeller")
+        taken = {self.labeller_seed, self.reader_seed}
+        if len(set(self.steer_seeds)) != len(self.steer_seeds) or taken & set(self.steer_seeds):
+            raise ValueError(f"samples: steer_seeds {list(self.steer_seeds)} must be distinct and differ from "
+                             f"labeller_seed {self.labeller_seed} and reader_seed {self.reader_seed}: each "
+                             "steering network is a network of its own, and calibration's reader must not "
+                             "be one the steps follow")
         if self.yaw_from == "mediapipe":
             from headrot.labels.pose import MEDIAPIPE_HINT, mediapipe_available
 
@@ -109,6 +121,19 @@ def reader_config(config: SamplesConfig, size: int):
     if config.reader_seed is None:
         return None
     return replace(labeller_config(config, size), seed=config.reader_seed)
+
+
+def steerer_configs(config: SamplesConfig, size: int) -> list:
+    """The local steps' steering networks: the labeller's settings, one per `steer_seeds`."""
+    from dataclasses import replace
+
+    return [replace(labeller_config(config, size), seed=seed) for seed in config.steer_seeds]
+
+
+def steerer_keys(root: str) -> list[dict]:
+    """The PoseConfig keys of the steering networks the samples stage trained ([]: none)."""
+    done = storage.completion(RunLayout(root).samples)
+    return list((done or {}).get("steerers") or [])
 
 
 def labeller_key(root: str, which: str = "labeller") -> dict | None:
@@ -240,14 +265,18 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
 
     started = time.time()
     reader_pose = reader_config(config, pose.size)
+    steer_poses = steerer_configs(config, pose.size)
     fit = ray.remote(num_cpus=1)(fit_labeller)
-    # Both networks train at once (one CPU each), before the model actors start.
+    # Every network trains at once (one CPU each, as the cluster affords), before the model actors start.
+    layout = RunLayout(config.root)
     jobs = [fit.remote(config.labeller_uri(), pose)]
     if reader_pose:
-        jobs.append(fit.remote(RunLayout(config.root).reader, reader_pose))
-    metrics = ray.get(jobs)
+        jobs.append(fit.remote(layout.reader, reader_pose))
+    steer_jobs = [fit.remote(layout.steerer(p.seed), p) for p in steer_poses]
+    metrics, steer_metrics = ray.get(jobs), ray.get(steer_jobs)
     labeller, reader = metrics[0], (metrics[1] if reader_pose else None)
-    log.info("samples: labeller %s; reader %s; %d shards, %d to do", labeller, reader, len(shards), len(todo))
+    log.info("samples: labeller %s; reader %s; %d steering networks; %d shards, %d to do", labeller, reader,
+             len(steer_poses), len(shards), len(todo))
     work = [{"shard": name, "start": a, "stop": b} for name, a, b in shards if name in todo]
     summaries = []
     if work:
@@ -260,7 +289,8 @@ def _generate(config: SamplesConfig, pose, out_dir: str, shards, todo: set[str])
         for summary in ds.iter_rows():
             summaries.append(summary)
             progress.update(1, int(summary["rows"]))
-    return _summary(config, pose, labeller, reader_pose, reader, out_dir, shards, summaries, started)
+    summary = _summary(config, pose, labeller, reader_pose, reader, out_dir, shards, summaries, started)
+    return {**summary, "steerers": [p.key() for p in steer_poses], "steerer_metrics": steer_metrics}
 
 
 def _summary(config: SamplesConfig, pose, labeller, reader_pose, reader, out_dir, shards, summaries,
