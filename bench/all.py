@@ -259,7 +259,8 @@ def latent_section(r: dict) -> list[str]:
         judge = x.get("judge") or {}
         out += [f"## Latent quality: does the generator turn heads? ({x['generator']}, {x['sources']} sources)", "",
                 f"Judge: pose CNN seed {judge.get('seed')}, held-out MAE {judge.get('mae_deg_heldout')} deg; the "
-                f"method's labeller: seed {(x.get('labeller') or {}).get('seed')}; calibration's reader: "
+                f"method's labeller: seed {(x.get('labeller') or {}).get('seed')}"
+                f"{_steering(x)}; calibration's reader: "
                 f"{(x.get('reader') or {}).get('seed', 'none (the labeller)')}. Slope: achieved (judged) yaw change "
                 "on the intended delta (target 1.0 +- 0.1); IQR at |delta| = 20: per-face spread (target <= 5); "
                 "PSNR gain: vs no_move at each |delta| >= 10, the worst (target > 0); identity top-1 (target >= 0.9).",
@@ -274,6 +275,12 @@ def latent_section(r: dict) -> list[str]:
         out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; complete stages of its "
                 "root are reused, so after `make demo` it only reads the demo's evaluation).", ""]
     return out
+
+
+def _steering(x: dict) -> str:
+    """The steering networks the local steps followed with the labeller, when there were any."""
+    seeds = (x.get("steerers") or {}).get("seeds")
+    return f", steering with seeds {', '.join(str(s) for s in seeds)} (their mean reading)" if seeds else ""
 
 
 def gpu_section(r: dict) -> list[str]:

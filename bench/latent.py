@@ -168,6 +168,7 @@ def main() -> None:
         "judge": {k: report["pose_estimator"].get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},
         "labeller": report["pose_estimator"].get("labeller"),
         "reader": report["pose_estimator"].get("reader"),
+        "steerers": report["pose_estimator"].get("steerers"),
         "primary": (config.get("evaluate") or {}).get("primary"),
         "methods": rows,
         **sample_fd(args.root, report, generator, data),
