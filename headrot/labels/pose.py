@@ -358,9 +358,9 @@ def fit_yaw_estimator(config: PoseConfig) -> YawEstimator:
 
 def check_independent(judge: PoseConfig, *labellers: dict | None) -> None:
     """Refuse a judge that shares the seed (so the identities) or the architecture of any
-    estimator the method used (its labeller, calibration's reader, the steering networks): the evaluation must not read
-    pose with a network the method moved by. Each of `labellers` is a PoseConfig.key() as the
-    samples stage recorded it (None: the method used no such estimator)."""
+    estimator the method used (its labeller, calibration's reader, the steering networks): the
+    evaluation must not read pose with a network the method moved by. Each of `labellers` is a
+    PoseConfig.key() as the samples stage recorded it (None: the method used no such estimator)."""
     for labeller in filter(None, labellers):
         shared = [k for k in ("seed", "arch") if labeller.get(k) == getattr(judge, k)]
         if shared:

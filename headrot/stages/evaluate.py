@@ -132,7 +132,8 @@ def _synthetic_judge(config, data_uri, source_ids, size, report_dir) -> tuple[Me
     pose_cfg = PoseConfig(size=size, seed=seed, n_identities=config.pose_identities,
                           per_identity=config.pose_per_identity, n_heldout=config.pose_heldout,
                           epochs=config.pose_epochs)
-    # The judge must be none of the method's own estimators (labeller, calibration's reader).
+    # The judge must be none of the method's own estimators (labeller, calibration's reader,
+    # the steering networks).
     check_independent(pose_cfg, labeller_of(config.root), labeller_of(config.root, "reader"),
                       *steerers_of(config.root))
     cache = storage.join(report_dir, "yaw_estimator.npz")
