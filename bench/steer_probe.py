@@ -1,13 +1,13 @@
 """What steers the local steps best? A quick A/B on a finished demo root, without re-running its stages.
 
     python -m bench.steer_probe NAME [--root runs/demo] [--steer SEED ...] [--labeller-alone]
-                                [--set KEY=JSON ...] [--limit N]
+                                [--smooth SIGMA [--smooth-draws M]] [--set KEY=JSON ...] [--limit N]
 
 Renders the root's test faces with the demo's default method and no_move (configs/demo.yaml's render
 settings, changed by --set, e.g. `--set local_lowpass=16`) into runs/probes/NAME, steering the local
 steps by the root's own networks, by the labeller alone (--labeller-alone), or by the labeller and the
 networks of the given seeds (--steer: trained here with the labeller's settings and cached in
-runs/probes/steer-<seed>.npz). Measures the renders with the evaluate stage's own `measure` and judge
+runs/probes/steer-<seed>.npz); --smooth reads each render through M fixed noisy copies (SmoothGrad). Measures the renders with the evaluate stage's own `measure` and judge
 (the root's report/yaw_estimator.npz) and prints bench.latent's yardstick for the method, plus the
 median pose error over the nonzero deltas. `bench.compare_roots.compare` pairs two probes' metrics
 (runs/probes/NAME/metrics.parquet).
@@ -61,12 +61,31 @@ def steering(actor, root: str, seeds: list[int], alone: bool, cache: Path):
     return MeanReading([actor.labeller, *extra])
 
 
+class SmoothReading:
+    """SmoothGrad steering: `inner`'s mean reading of the render plus each of `draws` fixed noise images
+    (sd `sigma`, model range): its gradient is the mean of the gradients around the render, which
+    averages down the patterns one point's gradient turns the reading with (bench/NOTES.md: it does
+    not mend the breaks)."""
+
+    def __init__(self, inner, sigma: float, draws: int, size: int, seed: int = 12_345):
+        import torch
+
+        self.inner, self.sigma = inner, sigma
+        self.estimators = getattr(inner, "estimators", [inner])
+        self.noise = torch.randn((draws, 3, size, size), generator=torch.Generator().manual_seed(seed))
+
+    def differentiable(self, x):
+        return sum(self.inner.differentiable(x + self.sigma * n.to(x.dtype)) for n in self.noise) / len(self.noise)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name")
     ap.add_argument("--root", default="runs/demo", help="a root `make demo` (or bench.latent) completed")
     ap.add_argument("--steer", type=int, nargs="*", default=[], help="steer with the labeller and these seeds")
     ap.add_argument("--labeller-alone", action="store_true", help="steer with the labeller only")
+    ap.add_argument("--smooth", type=float, default=0.0, help="SmoothGrad: noise sd (model range, 0: off)")
+    ap.add_argument("--smooth-draws", type=int, default=8, help="SmoothGrad: noise draws per reading")
     ap.add_argument("--set", nargs="*", default=[], dest="changes", help="render settings, KEY=JSON")
     ap.add_argument("--limit", type=int, default=None, help="test faces (default: the demo's)")
     args = ap.parse_args()
@@ -87,6 +106,8 @@ def main() -> None:
     config = render_config(args.root, str(out), args.changes, args.limit)
     actor = RenderShards(config)
     actor.steer = steering(actor, args.root, args.steer, args.labeller_alone, probes)
+    if args.smooth > 0:
+        actor.steer = SmoothReading(actor.steer, args.smooth, args.smooth_draws, actor.model_config.image_size)
     files = runs.stage_files(RunLayout(args.root).latents, "render", "embed", rows_key="written")
     uris = []
     for item in plan_shards(config, files):
@@ -104,7 +125,7 @@ def main() -> None:
     metrics.to_parquet(out / "metrics.parquet")
     moved = metrics[(metrics.method == PRIMARY) & (metrics.delta != 0)]
     steered_by = [e.config.seed for e in getattr(actor.steer, "estimators", [actor.steer])]
-    print(json.dumps({"probe": args.name, "steering_seeds": steered_by, "render": args.changes, "sources": len(ids),
+    print(json.dumps({"probe": args.name, "steering_seeds": steered_by, "smooth": args.smooth or None, "render": args.changes, "sources": len(ids),
                       "pose_error_deg_median_nonzero": round(float(moved.pose_error_deg.median()), 3),
                       **yardstick(metrics, PRIMARY), "seconds": round(time.time() - started, 1)}, indent=2))
 

@@ -96,6 +96,26 @@ def test_batch_independent_and_channels_last():
     torch.testing.assert_close(batch, cl)
 
 
+def test_a_condition_is_added_to_the_noise_embedding():
+    torch.manual_seed(0)
+    net = UNet(dataclasses.replace(PRESETS["tiny"], zero_init_output=False)).double()
+    x, v = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.rand(2, 1, 1, 1, dtype=torch.float64)
+    dims = net.config.embedding_dims
+    with torch.no_grad():
+        plain = net(x, v)
+        torch.testing.assert_close(net(x, v, condition=torch.zeros(2, dims, dtype=torch.float64)), plain)
+        moved = net(x, v, condition=torch.randn(2, dims, dtype=torch.float64))
+        # The same as shifting the noise embedding itself: the first block sees e + condition.
+        shift = torch.zeros(2, dims, dtype=torch.float64)
+        shift[1] = 1.0
+        one = net(x, v, condition=shift)
+    assert not torch.allclose(moved, plain)
+    torch.testing.assert_close(one[0], plain[0])  # row 0's condition is zero: its output is unchanged
+    assert not torch.allclose(one[1], plain[1])
+    with pytest.raises(ValueError, match="no noise-variance input"):
+        UNet(dataclasses.replace(PRESETS["tiny"], time_input=False))(x.float(), condition=torch.zeros(2, dims))
+
+
 def test_config_validation_and_from_mapping():
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(image_size=30, widths=(8, 16, 32))

@@ -169,7 +169,11 @@ class UNet(nn.Module):
             # for the embedder that means z = 0 before training.
             nn.init.zeros_(self.output_conv.weight)
 
-    def forward(self, noisy_images: torch.Tensor, noise_variances: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, noisy_images: torch.Tensor, noise_variances: torch.Tensor | None = None,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        """`condition` [N, embedding_dims] (optional) is added to the noise-variance embedding: how a
+        conditional generator is built on this network (class or pose embeddings, as in guided
+        diffusion). None: the unconditional network, as trained."""
         c = self.config
         x = self.input_conv(noisy_images)
         if c.time_input:
@@ -177,10 +181,12 @@ class UNet(nn.Module):
                 raise ValueError("UNet.forward: this network takes noise_variances [N,1,1,1] (time_input=True)")
             noise_variances = noise_variances.to(x.dtype).reshape(-1, 1, 1, 1)
             e = sinusoidal_embedding(noise_variances, c.embedding_dims, c.embedding_min_frequency, c.embedding_max_frequency)
+            if condition is not None:
+                e = e + condition.to(e.dtype).reshape(e.shape[0], -1, 1, 1)
             # Nearest upsampling of a 1x1 map to SxS is a broadcast.
             e = e.expand(x.shape[0], -1, x.shape[2], x.shape[3])
             x = torch.cat([x, e], dim=1)
-        elif noise_variances is not None:
+        elif noise_variances is not None or condition is not None:
             raise ValueError("UNet.forward: this network has no noise-variance input (time_input=False)")
 
         skips: list[torch.Tensor] = []
