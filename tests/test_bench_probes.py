@@ -1,0 +1,102 @@
+"""The measuring probes' own pieces (bench.path_probes, bench.steer_probe, bench.yaw_conditioned)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench.path_probes import between, sphere_warp
+from bench.steer_probe import SmoothReading
+from bench.yaw_conditioned import conditional
+from headrot.model.unet import PRESETS, UNet
+
+# Frontal eyes 33 px apart at row 111 of the 178 x 218 aligned image: on a 32 x 32 crop, eye
+# height 16.4 and a sphere of radius 1.35 x 5.9 = 8 px.
+FRONTAL = [74.0, 111.0, 107.0, 111.0, 90.0, 135.0, 76.0, 155.0, 104.0, 155.0]
+
+
+def test_sphere_warp_is_the_identity_at_zero_and_moves_features_to_the_image_left():
+    x = torch.zeros(1, 32, 32)
+    x[0, 14:18, 16:18] = 1.0                      # a mark just right of the centre, at eye height
+    torch.testing.assert_close(sphere_warp(x, FRONTAL, 0.0, 0.0, 1.35), x, atol=1e-5, rtol=0)
+
+    def centre(img):
+        cols = torch.arange(32, dtype=torch.float32)
+        return float((img[0].sum(0) * cols).sum() / img[0].sum())
+
+    turned = sphere_warp(x, FRONTAL, 0.0, 20.0, 1.35)
+    assert centre(turned) < centre(x) - 1.5       # ~8 px x sin(20 deg) = 2.7 px to the left
+    assert centre(sphere_warp(x, FRONTAL, 0.0, -20.0, 1.35)) > centre(x) + 1.5
+    # Outside the sphere (the background's corners) nothing moves.
+    corner = torch.rand(1, 32, 32)
+    moved = sphere_warp(corner, FRONTAL, 0.0, 30.0, 1.35)
+    torch.testing.assert_close(moved[:, :4, :4], corner[:, :4, :4], atol=1e-5, rtol=0)
+
+
+def test_between_interpolates_rows_on_the_line_or_the_great_circle():
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    torch.testing.assert_close(between(a, b, 0.0, True), a)
+    torch.testing.assert_close(between(a, b, 1.0, True), b)
+    torch.testing.assert_close(between(a, b, 0.5, False), (a + b) / 2)
+    # Two unit vectors: the great circle keeps the norm where the line shortens it.
+    u = torch.nn.functional.normalize(a.flatten(1), dim=1).reshape(a.shape)
+    v = torch.nn.functional.normalize(b.flatten(1), dim=1).reshape(b.shape)
+    mid = between(u, v, 0.5, True).flatten(1).norm(dim=1)
+    torch.testing.assert_close(mid, torch.ones(3))
+    assert (between(u, v, 0.5, False).flatten(1).norm(dim=1) < 1).all()
+
+
+class _Linear:
+    """A reading that is linear in the image: its SmoothGrad reading is its plain one."""
+
+    def __init__(self, w):
+        self.w = w
+
+    def differentiable(self, x):
+        return (x * self.w).flatten(1).sum(1, keepdim=True)
+
+
+class _Square:
+    def differentiable(self, x):
+        return (x ** 2).flatten(1).sum(1, keepdim=True)
+
+
+def test_smooth_reading_averages_the_reading_over_fixed_noise():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    linear = _Linear(torch.randn(1, 3, 8, 8))
+    smooth = SmoothReading(linear, sigma=0.3, draws=4, size=8)
+    expected = linear.differentiable(x) + 0.3 * sum(linear.differentiable(n[None]) for n in smooth.noise) / 4
+    torch.testing.assert_close(smooth.differentiable(x), expected)
+    # Its gradient is the mean gradient at the noisy points: for x^2 that is 2(x + sigma mean(noise)).
+    square = SmoothReading(_Square(), sigma=0.3, draws=4, size=8)
+    (grad,) = torch.autograd.grad(square.differentiable(x).sum(), x)
+    torch.testing.assert_close(grad, 2 * (x + 0.3 * square.noise.mean(0)))
+    assert square.estimators == [square.inner]
+    # The same draws every time: a probe is reproducible.
+    torch.testing.assert_close(SmoothReading(_Square(), 0.3, 4, 8).noise, square.noise)
+
+
+def test_a_yaw_conditioned_network_starts_as_its_base_and_then_depends_on_the_yaw():
+    torch.manual_seed(2)
+    base = UNet(dataclasses.replace(PRESETS["tiny"], zero_init_output=False))
+    net = conditional(base)
+    x, v = torch.randn(2, 3, 16, 16), torch.rand(2, 1, 1, 1)
+    net.yaw = torch.tensor([-20.0, 30.0])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, v), base(x, v))
+        torch.nn.init.normal_(net.yaw_in.weight)
+        turned = net(x, v)
+        net.yaw = torch.tensor([-20.0, -20.0])
+        again = net(x, v)
+    assert not torch.allclose(turned, base(x, v))
+    torch.testing.assert_close(again[0], turned[0])          # the same yaw, the same output
+    assert not torch.allclose(again[1], turned[1])
+
+
+@pytest.mark.parametrize("delta", [10.0, -10.0])
+def test_sphere_warp_keeps_a_uniform_image(delta):
+    flat = torch.full((3, 32, 32), 0.25)
+    torch.testing.assert_close(sphere_warp(flat, FRONTAL, 10.0, delta, 1.35), flat)
