@@ -56,7 +56,7 @@ def labelled(root: str) -> tuple[dict, list[tuple[str, int]], np.ndarray]:
         digest.update(renders[k])
     if digest.hexdigest() != doc["renders_sha256"]:
         raise SystemExit(f"{root}/rotated holds other renders than {LABELS.name} labels (made on "
-                         f"`make demo` of {doc['about'].split('commit ')[1][:7]}): relabel them by eye")
+                         f"`make demo` of {doc['made_on']}): relabel them by eye")
     broken = np.array([s[:6] in doc["broken"].get(str(d), []) for s, d in keys])
     return renders, keys, broken
 

@@ -61,7 +61,7 @@ def latents_of(root: str, ids: set[str], columns=("landmarks", "yaw")) -> dict[s
     return out
 
 
-def oracle(net, root: str, sources: list[str], deltas: list[int], k: int, slerp: bool) -> dict[str, dict]:
+def oracle(net, size: int, root: str, sources: list[str], deltas: list[int], k: int, slerp: bool) -> dict[str, dict]:
     """{method: {(source, delta): uint8 image}} for oracle-points and oracle-line."""
     import pyarrow.parquet as pq
     import torch
@@ -71,7 +71,7 @@ def oracle(net, root: str, sources: list[str], deltas: list[int], k: int, slerp:
     from headrot.model.sampler import advance, reverse_diffusion
     from headrot.report.grid import to_uint8
 
-    truth = GroundTruth(pq.read_table(f"{root}/data/truth.parquet"), net.base_size)
+    truth = GroundTruth(pq.read_table(f"{root}/data/truth.parquet"), size)
     order = sorted(sources)
     lat = latents_of(root, set(order))
     z = torch.from_numpy(np.stack([lat[s]["latent"] for s in order])).float()
@@ -188,8 +188,7 @@ def main() -> None:
     sources = sorted({r["source_id"] for r in base})
     deltas = sorted({int(r["delta"]) for r in base})
     net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
-    net.base_size = config.image_size
-    made = (oracle(net, args.root, sources, deltas, args.k, args.slerp) if args.probe == "oracle"
+    made = (oracle(net, config.image_size, args.root, sources, deltas, args.k, args.slerp) if args.probe == "oracle"
             else warp(net, args.root, sources, deltas, args.k, args.gain, args.radius))
     rows = [{**r, "method": method, "image": {"bytes": png_bytes(Image.fromarray(images[r["source_id"], int(r["delta"])])),
                                               "path": None}}

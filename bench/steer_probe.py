@@ -7,7 +7,8 @@ Renders the root's test faces with the demo's default method and no_move (config
 settings, changed by --set, e.g. `--set local_lowpass=16`) into runs/probes/NAME, steering the local
 steps by the root's own networks, by the labeller alone (--labeller-alone), or by the labeller and the
 networks of the given seeds (--steer: trained here with the labeller's settings and cached in
-runs/probes/steer-<seed>.npz); --smooth reads each render through M fixed noisy copies (SmoothGrad). Measures the renders with the evaluate stage's own `measure` and judge
+runs/probes/steer-<seed>.npz); --smooth has them read each render through M fixed noisy copies
+(SmoothGrad). Measures the renders with the evaluate stage's own `measure` and judge
 (the root's report/yaw_estimator.npz) and prints bench.latent's yardstick for the method, plus the
 median pose error over the nonzero deltas. `bench.compare_roots.compare` pairs two probes' metrics
 (runs/probes/NAME/metrics.parquet).
@@ -125,7 +126,8 @@ def main() -> None:
     metrics.to_parquet(out / "metrics.parquet")
     moved = metrics[(metrics.method == PRIMARY) & (metrics.delta != 0)]
     steered_by = [e.config.seed for e in getattr(actor.steer, "estimators", [actor.steer])]
-    print(json.dumps({"probe": args.name, "steering_seeds": steered_by, "smooth": args.smooth or None, "render": args.changes, "sources": len(ids),
+    print(json.dumps({"probe": args.name, "steering_seeds": steered_by, "smooth": args.smooth or None,
+                      "render": args.changes, "sources": len(ids),
                       "pose_error_deg_median_nonzero": round(float(moved.pose_error_deg.median()), 3),
                       **yardstick(metrics, PRIMARY), "seconds": round(time.time() - started, 1)}, indent=2))
 

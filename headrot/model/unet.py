@@ -187,7 +187,8 @@ class UNet(nn.Module):
             e = e.expand(x.shape[0], -1, x.shape[2], x.shape[3])
             x = torch.cat([x, e], dim=1)
         elif noise_variances is not None or condition is not None:
-            raise ValueError("UNet.forward: this network has no noise-variance input (time_input=False)")
+            raise ValueError("UNet.forward: this network has no noise-variance input (time_input=False), "
+                             "so nothing to add a condition to either")
 
         skips: list[torch.Tensor] = []
         for blocks in self.down:
