@@ -131,8 +131,26 @@ def _transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (BotoConnectionError, HTTPClientError)):
         return True
+    if _server_busy(exc):
+        return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and _transient(cause)
+
+
+# S3's own "try again" answers: a 5xx, or these codes (AWS's SDKs retry them too). A store that is
+# restarting lists its buckets a moment before it serves their objects (SeaweedFS answered such a
+# GetObject with 500 InternalError in CI): the same outage as a refused connection.
+_BUSY_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+
+
+def _server_busy(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    response = exc.response or {}
+    status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or (response.get("Error") or {}).get("Code") in _BUSY_CODES
 
 
 def _retrying(what: str, uri: str, fn: Callable[[], T]) -> T:

@@ -423,6 +423,37 @@ def test_only_connection_errors_are_retried(monkeypatch):
     assert [c[1] for c in calls if isinstance(c, tuple)] == [0.5, 1.0, 1.5, 1.5]   # capped
 
 
+def test_the_stores_try_again_answers_are_retried_and_its_refusals_are_not(monkeypatch):
+    """S3 answers "try again" with a 5xx (a restarting SeaweedFS gave 500 InternalError in CI):
+    retried like a refused connection, as s3fs hands it over (an OSError caused by the ClientError).
+    A refusal (403, 404, a bad request) is an answer."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    def answer(code, status, message="m"):
+        return translate_boto_error(ClientError(
+            {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+            "GetObject"))
+
+    busy = [answer("InternalError", 500, "We encountered an internal error, please try again."),
+            answer("SlowDown", 503), answer("ServiceUnavailable", 503), answer("NotImplementedHere", 502)]
+    refused = [answer("AccessDenied", 403), answer("NoSuchKey", 404), answer("InvalidArgument", 400)]
+    assert all(storage._transient(e) for e in busy), busy
+    assert not any(storage._transient(e) for e in refused), refused
+
+    calls = []
+    monkeypatch.setattr(storage.time, "sleep", lambda s: calls.append(("sleep", s)))
+
+    def flaky():
+        calls.append(1)
+        if calls.count(1) < 3:
+            raise busy[0]
+        return b"data"
+
+    assert storage._retrying("reading", "s3://b/x", flaky) == b"data"
+    assert calls == [1, ("sleep", 0.5), 1, ("sleep", 1.0), 1]
+
+
 # ---------------------------------------------------------------------------
 # 8. Concurrency: the run-root lock
 
