@@ -187,7 +187,8 @@ def main() -> None:
     base = [r for r in template.to_pylist() if r["method"] == "no_move"]
     sources = sorted({r["source_id"] for r in base})
     deltas = sorted({int(r["delta"]) for r in base})
-    net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
+    # The root's own generator (a candidate's bench.latent root has its candidate there).
+    net, config, _ = load_model(RunLayout(args.root).model("generator"), "generator")
     made = (oracle(net, config.image_size, args.root, sources, deltas, args.k, args.slerp) if args.probe == "oracle"
             else warp(net, args.root, sources, deltas, args.k, args.gain, args.radius))
     rows = [{**r, "method": method, "image": {"bytes": png_bytes(Image.fromarray(images[r["source_id"], int(r["delta"])])),
