@@ -137,7 +137,8 @@ def judge(out: Path, root: str, weights: str) -> None:
     torch.set_num_threads(2)
     base, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
     net = conditional(base)
-    net.load_state_dict(torch.load(out / "model.pt", weights_only=True)[weights])
+    state = torch.load(out / "model.pt", weights_only=True)
+    net.load_state_dict(state[weights])
     net.eval()
     layout = RunLayout(root)
     tests = pd.concat([t[t.partition == 2] for t in (
@@ -169,7 +170,7 @@ def judge(out: Path, root: str, weights: str) -> None:
     cells = np.stack([c[i] for i in range(16) for c in columns])
     image_grid(cells, nrow=len(columns), upscale=3, row_labels=list(tests.image_id[:16]),
                col_labels=["source"] + [f"{d:+d}" for d in DELTAS]).save(out / f"sheet-{weights}.png")
-    print(json.dumps({"probe": out.name, "weights": weights, "step": int(torch.load(out / "model.pt", weights_only=True)["step"]),
+    print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]),
                       "yaw_change_by_delta": figures}, indent=2))
 
 
