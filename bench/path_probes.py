@@ -154,51 +154,42 @@ def warp(net, root: str, sources: list[str], deltas: list[int], k: int, gain: fl
     return {f"warp-k{k}-gain{gain:g}": out}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["oracle", "warp"])
-    ap.add_argument("name")
-    ap.add_argument("--root", default="runs/demo")
-    ap.add_argument("--k", type=int, default=4, help="the step of the sampler's path that is moved")
-    ap.add_argument("--slerp", action="store_true", help="oracle: the great circle, not the straight line")
-    ap.add_argument("--gain", type=float, default=1.0, help="warp: the sphere turns by delta x gain")
-    ap.add_argument("--radius", type=float, default=1.35, help="warp: sphere radius / frontal eye distance")
-    args = ap.parse_args()
+def root_sources(root: str) -> tuple[list[str], list[int]]:
+    """The root's rendered test faces and its deltas (its no_move rows)."""
+    base = [r for r in root_rows(root).to_pylist() if r["method"] == "no_move"]
+    return sorted({r["source_id"] for r in base}), sorted({int(r["delta"]) for r in base})
 
+
+def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> dict[str, dict]:
+    """Renders {method: {(source, delta): uint8 image}} of the root's test faces, measured as the
+    evaluate stage measures its own: written beside the root's default and no_move rows to
+    out/part-00000.parquet, read by its judge (out/metrics.parquet), bench.latent's yardstick per
+    method returned, and a contact sheet of the eye-labelled faces (out/sheet.png: each method's
+    row of deltas, then the default's)."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
     from PIL import Image
 
     from bench.latent import yardstick
     from headrot.config import from_mapping, load_yaml
     from headrot.evaluate.measure import measure
     from headrot.layout import RunLayout
-    from headrot.model.checkpoint import load_model
     from headrot.report.grid import image_grid, png_bytes
     from headrot.stages import evaluate as E
 
-    torch.set_num_threads(2)
-    out = ROOT / "runs" / "probes" / args.name
-    out.mkdir(parents=True, exist_ok=True)
-    template = root_rows(args.root)
+    template = root_rows(root)
     base = [r for r in template.to_pylist() if r["method"] == "no_move"]
-    sources = sorted({r["source_id"] for r in base})
-    deltas = sorted({int(r["delta"]) for r in base})
-    # The root's own generator (a candidate's bench.latent root has its candidate there).
-    net, config, _ = load_model(RunLayout(args.root).model("generator"), "generator")
-    made = (oracle(net, config.image_size, args.root, sources, deltas, args.k, args.slerp) if args.probe == "oracle"
-            else warp(net, args.root, sources, deltas, args.k, args.gain, args.radius))
+    sources, deltas = root_sources(root)
     rows = [{**r, "method": method, "image": {"bytes": png_bytes(Image.fromarray(images[r["source_id"], int(r["delta"])])),
                                               "path": None}}
             for method, images in made.items() for r in base]
     uri = out / "part-00000.parquet"
     pq.write_table(pa.concat_tables([pa.Table.from_pylist(rows, schema=template.schema), template]), uri)
     evaluate = from_mapping(E.EvaluateConfig, {**(load_yaml(ROOT / "configs" / "demo.yaml").get("evaluate") or {}),
-                                               "root": args.root, "data": f"{args.root}/data"}, "bench.path_probes")
-    spec, _, _ = E._synthetic_judge(evaluate, f"{args.root}/data", sources, config.image_size, RunLayout(args.root).report)
+                                               "root": root, "data": f"{root}/data"}, "bench.path_probes")
+    spec, _, _ = E._synthetic_judge(evaluate, f"{root}/data", sources, image_size, RunLayout(root).report)
     metrics = measure(0, str(uri), spec)[0].to_pandas()
     metrics.to_parquet(out / "metrics.parquet")
     report = {}
@@ -217,6 +208,34 @@ def main() -> None:
     labels = [f"{m} {d:+d}" if d == deltas[0] else f"{d:+d}" for m in [*made, "default"] for d in deltas]
     image_grid(np.stack(cells), nrow=len(deltas) * (len(made) + 1), upscale=3, row_labels=shown,
                col_labels=labels).save(out / "sheet.png")
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("probe", choices=["oracle", "warp"])
+    ap.add_argument("name")
+    ap.add_argument("--root", default="runs/demo")
+    ap.add_argument("--k", type=int, default=4, help="the step of the sampler's path that is moved")
+    ap.add_argument("--slerp", action="store_true", help="oracle: the great circle, not the straight line")
+    ap.add_argument("--gain", type=float, default=1.0, help="warp: the sphere turns by delta x gain")
+    ap.add_argument("--radius", type=float, default=1.35, help="warp: sphere radius / frontal eye distance")
+    args = ap.parse_args()
+
+    import torch
+
+    from headrot.layout import RunLayout
+    from headrot.model.checkpoint import load_model
+
+    torch.set_num_threads(2)
+    out = ROOT / "runs" / "probes" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    sources, deltas = root_sources(args.root)
+    # The root's own generator (a candidate's bench.latent root has its candidate there).
+    net, config, _ = load_model(RunLayout(args.root).model("generator"), "generator")
+    made = (oracle(net, config.image_size, args.root, sources, deltas, args.k, args.slerp) if args.probe == "oracle"
+            else warp(net, args.root, sources, deltas, args.k, args.gain, args.radius))
+    report = measured(args.root, made, out, config.image_size)
     print(json.dumps({"probe": args.probe, "name": args.name, "k": args.k, "methods": report}, indent=1, default=str))
 
 

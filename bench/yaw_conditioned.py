@@ -2,6 +2,8 @@
 a yaw input, then each test face inverted under its own yaw and decoded under the target yaw.
 
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
+    python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
+    python -m bench.yaw_conditioned pairs NAME --coupled INIT [--faces 4000] [--seed 4] [--per-identity 1]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema]
 
 `train` writes a synthetic CelebA of its own (the demo generator's training seed, 3; 10 images per
@@ -10,13 +12,21 @@ the yaw, through a linear layer) to the U-Net's noise embedding (`UNet.forward(c
 guided-diffusion way of conditioning), so training starts from the shipped network exactly, and
 trains both nice'd for the given minutes (AdamW 2e-4, the new layer 3e-3, P2 gamma 2 as the shipped
 model, random flips with the yaw's sign flipped); a rerun continues from runs/probes/NAME/model.pt.
-`judge` inverts the 32 test faces of a finished demo root under the labels stage's yaw (the embed
-stage's 10-step inversion), decodes each under yaw + delta for delta in -30..+30, and reads the
-renders with that root's judge (report/yaw_estimator.npz): the median yaw change achieved per delta
-and its spread, plus a contact sheet (runs/probes/NAME/sheet-<weights>.png: source, then -30..+30).
 
-What it found is in bench/NOTES.md ("Neither a critic, nor SmoothGrad, nor a yaw condition"): the
-condition barely turns heads and changes the same hair and skin the latent moves do.
+`train --coupled INIT` goes on from probe INIT's EMA weights with coupled examples (reflow's
+training on given couplings, Liu et al. 2022): `sources` training faces are inverted once under
+their true yaw (runs/probes/NAME/pairs.npz, with two renderer-true turns of each head), and the
+network learns to denoise the line from each turn's image to its source's inverted noise under the
+turn's yaw, so that the sampler takes a head's latent to that head turned; plain denoising keeps it
+a sampler. The same resumable checkpoint.
+
+`judge` inverts the root's rendered test faces under the labels stage's yaw (the embed stage's
+10-step inversion), decodes each under yaw + delta at the root's deltas, and measures the renders
+as the evaluate stage measures its own (bench.path_probes.measured: the yardstick printed, a
+contact sheet beside the root's default in runs/probes/NAME/sheet.png).
+
+What it found is in bench/NOTES.md ("The generator can draw the turned heads; no path to them on
+this model is clean" and the section after it).
 """
 from __future__ import annotations
 
@@ -120,19 +130,174 @@ def train(out: Path, minutes: float, faces: int) -> None:
     print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
 
 
-def judge(out: Path, root: str, weights: str) -> None:
-    import pandas as pd
+def coupled_pairs(out: Path, net, sources: int, seed: int = 0) -> dict:
+    """Training pairs for `train --coupled`, made once and cached in out/pairs.npz: `sources`
+    training faces x_s (true yaw y_s), their inversion z_s under y_s by `net` (the embed stage's
+    (5, 2) inversion), and two ground-truth turns x_t of each, the same head and light at
+    y_t = y_s + delta, |delta| in [5, 35], |y_t| <= 60 (the renderer's truth, headrot.evaluate.truth)."""
     import pyarrow.parquet as pq
     import torch
 
-    from headrot.config import from_mapping, load_yaml
+    from headrot.evaluate.truth import GroundTruth
+    from headrot.model.sampler import ddim_inversion
+
+    cache = out / "pairs.npz"
+    if cache.exists():
+        return dict(np.load(cache))
+    truth = pq.read_table(out / "data" / "truth.parquet")
+    images, yaws = load_faces(out / "data", net.base.config.image_size)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(yaws), min(sources, len(yaws)), replace=False))
+    ground = GroundTruth(truth, net.base.config.image_size)
+    ids = truth.column("image_id").to_pylist()
+    src, x_t, y_t = [], [], []
+    for i in pick:
+        for _ in range(2):
+            delta = float(rng.uniform(5, 35) * rng.choice([-1, 1]))
+            delta = float(np.clip(yaws[i] + delta, -60, 60) - yaws[i])
+            src.append(i), x_t.append(ground.render(ids[i], delta)), y_t.append(yaws[i] + delta)
+    x_s = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    z_s = []
+    with torch.no_grad():
+        for b in range(0, len(pick), 128):
+            net.yaw = torch.from_numpy(yaws[pick[b:b + 128]])
+            z_s.append(ddim_inversion(net, x_s[b:b + 128], 10, net.schedule, 5, 2))
+            print(json.dumps({"inverted": b + len(z_s[-1]), "of": len(pick)}), flush=True)
+    position = {int(i): k for k, i in enumerate(pick)}
+    pairs = {"x_s": images[pick], "y_s": yaws[pick], "z_s": torch.cat(z_s).numpy(),
+             "x_t": np.stack(x_t), "y_t": np.asarray(y_t, np.float32),
+             "t_src": np.asarray([position[int(i)] for i in src])}
+    np.savez(cache, **pairs)
+    return pairs
+
+
+def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
+    """The denoising loss with the noise given: x_t = alpha images + sigma noises, predict noises.
+    With noises = the inversion of the same head at another yaw, a DDIM step that predicts them
+    exactly stays on that line, so the learned sampler takes z_s to `images` under `yaws`
+    (reflow's coupled training, Liu et al. 2022, with the couplings from inversion)."""
+    import torch
+
+    from headrot.model.sampler import denoise
+    from headrot.model.schedule import diffusion_schedule
+    from headrot.train.steps import p2_weights
+
+    times = torch.rand((images.shape[0], 1, 1, 1), generator=generator)
+    noise_rates, signal_rates = diffusion_schedule(times, net.schedule)
+    net.yaw = yaws
+    pred, _ = denoise(net, signal_rates * images + noise_rates * noises, noise_rates, signal_rates)
+    return ((pred - noises).abs() * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=net.schedule)).mean()
+
+
+def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, extra: list[str]) -> None:
+    """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights) so
+    that the inversion of a head under its own yaw decodes under another yaw to the same head
+    turned: each batch of 64 is 32 coupled turns (z_s -> x_t under y_t), 16 coupled
+    reconstructions (z_s -> x_s under y_s) and 16 ordinary denoising examples (fresh noise),
+    which keep it a sampler. Resumable from out/model.pt like `train`; `extra` names probes whose
+    pairs (`pairs` command) are added to the training's own."""
+    import torch
+
+    from headrot.model.checkpoint import load_model
+    from headrot.model.schedule import diffusion_schedule
+    from headrot.synth.writer import write_synthetic_celeba
+    from headrot.train.steps import EMA, generator_loss
+
+    torch.set_num_threads(2)
+    data = out / "data"
+    if not (data / "truth.parquet").exists():
+        write_synthetic_celeba(str(data), faces, seed=3, images_per_identity=10)
+    base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
+    net = conditional(base)
+    ckpt, step = out / "model.pt", 0
+    start = torch.load(ckpt if ckpt.exists() else ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)
+    net.load_state_dict(start["net"] if ckpt.exists() else start["ema"])
+    net.eval()
+    pairs = coupled_pairs(out, net, sources)
+    for name in extra:   # more heads: other probes' pairs (made by the same INIT), appended
+        more = dict(np.load(ROOT / "runs" / "probes" / name / "pairs.npz"))
+        more["t_src"] = more["t_src"] + len(pairs["y_s"])
+        pairs = {k: np.concatenate([pairs[k], more[k]]) for k in pairs}
+    net.train()
+    ema = EMA(net, 0.999, warmup=False)
+    opt = torch.optim.AdamW([{"params": base.parameters(), "lr": 1e-4},
+                             {"params": net.yaw_in.parameters(), "lr": 1e-3}])
+    if ckpt.exists():
+        ema.load_state_dict(start["ema"]), opt.load_state_dict(start["opt"])
+        step = start["step"]
+    to_x = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1   # noqa: E731
+    x_s, x_t, z_s = to_x(pairs["x_s"]), to_x(pairs["x_t"]), torch.from_numpy(pairs["z_s"])
+    # The noise of the line through z_s at t = 1 and through x_s at t = 0 (z_s = a1 x_s + s1 eps_s):
+    # the sampler starts at z_s itself, and every coupled line of the head shares eps_s.
+    s1, a1 = diffusion_schedule(torch.ones(1), net.schedule)
+    eps_s = (z_s - a1 * x_s) / s1
+    y_s, y_t, t_src = torch.from_numpy(pairs["y_s"]), torch.from_numpy(pairs["y_t"]), torch.from_numpy(pairs["t_src"])
+    images, yaws = load_faces(data, base.config.image_size)
+    x_all, y_all = to_x(images), torch.from_numpy(yaws)
+    gen = torch.Generator().manual_seed(step)
+    started = last = time.time()
+    losses = []
+
+    def save():
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+
+    while time.time() - started < minutes * 60:
+        t = torch.randint(len(y_t), (32,), generator=gen)
+        s = torch.randint(len(y_s), (16,), generator=gen)
+        o = torch.randint(len(y_all), (16,), generator=gen)
+        turn = coupled_loss(net, torch.cat([x_t[t], x_s[s]]), torch.cat([eps_s[t_src[t]], eps_s[s]]),
+                            torch.cat([y_t[t], y_s[s]]), gen)
+        net.yaw = y_all[o]
+        loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(net)
+        step += 1
+        losses.append(loss.item())
+        if time.time() - last > 120:
+            save()
+            last = time.time()
+            print(json.dumps({"step": step, "loss": round(float(np.mean(losses[-200:])), 4)}), flush=True)
+    save()
+    print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
+
+
+def make_pairs(out: Path, init: str, faces: int, seed: int, per_identity: int) -> None:
+    """More heads for `train --coupled --extra-pairs NAME`: a synthetic CelebA of `faces` images
+    (`seed`, `per_identity` images per head) under out/data and its pairs, inverted by probe
+    INIT's EMA weights (the same network the training's own pairs were inverted by)."""
+    import torch
+
+    from headrot.model.checkpoint import load_model
+    from headrot.synth.writer import write_synthetic_celeba
+
+    torch.set_num_threads(2)
+    if not (out / "data" / "truth.parquet").exists():
+        write_synthetic_celeba(str(out / "data"), faces, seed=seed, images_per_identity=per_identity)
+    base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
+    net = conditional(base)
+    net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
+    net.eval()
+    pairs = coupled_pairs(out, net, faces, seed=seed)
+    print(json.dumps({"pairs": str(out / "pairs.npz"), "sources": len(pairs["y_s"]), "turns": len(pairs["y_t"])}))
+
+
+def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
+    """The root's rendered test faces inverted under their labelled yaw and decoded under yaw +
+    delta, measured like the root's own renders (bench.path_probes.measured): the yardstick
+    printed, out/sheet.png beside the root's default."""
+    import torch
+
+    from bench.path_probes import latents_of, measured, root_sources
+    from headrot.colour import keep_colours
     from headrot.data.images import decode_face
-    from headrot.labels.pose import YawEstimator
+    from headrot.directions import calibrate
     from headrot.layout import RunLayout
     from headrot.model.checkpoint import load_model
     from headrot.model.sampler import ddim_inversion, reverse_diffusion
-    from headrot.report.grid import image_grid, to_uint8
-    from headrot.stages import evaluate as E
+    from headrot.report.grid import to_uint8
+    from headrot.stages.samples import labeller_key, load_labeller
 
     torch.set_num_threads(2)
     base, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
@@ -140,56 +305,78 @@ def judge(out: Path, root: str, weights: str) -> None:
     state = torch.load(out / "model.pt", weights_only=True)
     net.load_state_dict(state[weights])
     net.eval()
-    layout = RunLayout(root)
-    tests = pd.concat([t[t.partition == 2] for t in (
-        pq.read_table(f, columns=["image_id", "partition", "yaw"]).to_pandas()
-        for f in sorted(Path(layout.latents).glob("part-*.parquet")))]).head(32)
-    images = np.stack([decode_face((Path(root) / "data" / "img_align_celeba" / i).read_bytes(), config.image_size)
-                       for i in tests.image_id])
+    sources, deltas = root_sources(root)
+    labelled = latents_of(root, set(sources), columns=("yaw",))
+    images = np.stack([decode_face((Path(root) / "data" / "img_align_celeba" / s).read_bytes(), config.image_size)
+                       for s in sources])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    source_yaw = torch.tensor(tests.yaw.to_numpy(np.float32))
-    renders = {}
+    source_yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
     with torch.no_grad():
         net.yaw = source_yaw
         z = ddim_inversion(net, x, 10, net.schedule, 5, 2)   # the embed stage's inversion (5, 2)
-        for d in DELTAS:
-            net.yaw = source_yaw + d
-            renders[d] = to_uint8(reverse_diffusion(net, z, 10, net.schedule))
-    evaluate = from_mapping(E.EvaluateConfig, {**(load_yaml(ROOT / "configs" / "demo.yaml").get("evaluate") or {}),
-                                               "root": root, "data": f"{root}/data"}, "bench.yaw_conditioned")
-    spec, _, _ = E._synthetic_judge(evaluate, f"{root}/data", list(tests.image_id), config.image_size, layout.report)
-    estimator = YawEstimator.load(spec.estimator, spec.pose)
-    at0 = estimator.predict_all(renders[0])[:, 0]
-    figures = {}
-    for d in DELTAS:
-        if d:
-            change = estimator.predict_all(renders[d])[:, 0] - at0
-            figures[d] = {"median_change_deg": round(float(np.median(change)), 2),
-                          "iqr_deg": round(float(np.subtract(*np.percentile(change, [75, 25]))), 2)}
-    columns = [images] + [renders[d] for d in DELTAS]
-    cells = np.stack([c[i] for i in range(16) for c in columns])
-    image_grid(cells, nrow=len(columns), upscale=3, row_labels=list(tests.image_id[:16]),
-               col_labels=["source"] + [f"{d:+d}" for d in DELTAS]).save(out / f"sheet-{weights}.png")
-    print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]),
-                      "yaw_change_by_delta": figures}, indent=2))
+
+        def decoded(offsets: torch.Tensor) -> np.ndarray:
+            net.yaw = source_yaw + offsets
+            return to_uint8(reverse_diffusion(net, z, 10, net.schedule))
+
+        base = decoded(torch.zeros(len(sources)))
+        raw = {d: decoded(torch.full((len(sources),), float(d))) for d in deltas}
+        # The default's colour keeping (headrot.colour) on the same renders: each mapped onto the
+        # colours of its own delta-0 render, as the render stage maps its moves onto G(z).
+        kept = {d: keep_colours(raw[d], base) for d in deltas}
+        cal = {0: base}
+        if rounds:
+            # -cal as the render stage does it: per face, the condition's offset scaled until the
+            # samples stage's reader (not the judge) reads the wanted change, colours kept first.
+            reader = load_labeller(RunLayout(root).reader, labeller_key(root, "reader"))
+            y0 = reader.predict(base)
+            for d in (d for d in deltas if d):
+                tried = []
+
+                def achieved_at(scale, d=d, tried=tried):
+                    tried.append(keep_colours(decoded(torch.from_numpy(scale * d).float()), base))
+                    return reader.predict(tried[-1]) - y0
+
+                found = calibrate(achieved_at, np.full(len(sources), float(d)), rounds, max_scale=2.0)
+                cal[d] = np.stack(tried)[np.maximum(found.best_round, 0), np.arange(len(sources))]
+    per_face = lambda images: {(s, d): images[d][i] for d in deltas for i, s in enumerate(sources)}  # noqa: E731
+    made = {f"{out.name}-{weights}": per_face(raw), f"{out.name}-{weights}-colour": per_face(kept)}
+    if rounds:
+        made[f"{out.name}-{weights}-cal{rounds}-colour"] = per_face(cal)
+    report = measured(root, made, out, config.image_size)
+    print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]), "methods": report}, indent=1))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "judge"])
+    ap.add_argument("command", choices=["train", "pairs", "judge"])
     ap.add_argument("name")
     ap.add_argument("--minutes", type=float, default=13.0)
     ap.add_argument("--faces", type=int, default=6000, help="synthetic training images (10 per head)")
     ap.add_argument("--root", default="runs/demo", help="a finished demo root (judge)")
     ap.add_argument("--weights", choices=["net", "ema"], default="net")
+    ap.add_argument("--coupled", metavar="INIT", help="train: coupled turns from probe INIT's checkpoint")
+    ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
+                    help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
+    ap.add_argument("--seed", type=int, default=4, help="pairs: the synthetic set's seed")
+    ap.add_argument("--per-identity", type=int, default=1, help="pairs: images per head")
+    ap.add_argument("--extra-pairs", nargs="*", default=[], metavar="PROBE",
+                    help="--coupled: also the pairs.npz of these probes (more heads)")
     args = ap.parse_args()
     out = ROOT / "runs" / "probes" / args.name
     out.mkdir(parents=True, exist_ok=True)
     if args.command == "train":
         os.nice(10)   # hours-scale work beside the suite: it yields the CPU
-        train(out, args.minutes, args.faces)
+        if args.coupled:
+            train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.extra_pairs)
+        else:
+            train(out, args.minutes, args.faces)
+    elif args.command == "pairs":
+        os.nice(10)
+        make_pairs(out, args.coupled, args.faces, args.seed, args.per_identity)
     else:
-        judge(out, args.root, args.weights)
+        judge(out, args.root, args.weights, args.calibrate)
 
 
 if __name__ == "__main__":

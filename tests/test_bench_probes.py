@@ -100,3 +100,57 @@ def test_a_yaw_conditioned_network_starts_as_its_base_and_then_depends_on_the_ya
 def test_sphere_warp_keeps_a_uniform_image(delta):
     flat = torch.full((3, 32, 32), 0.25)
     torch.testing.assert_close(sphere_warp(flat, FRONTAL, 10.0, delta, 1.35), flat)
+
+
+def test_the_coupled_loss_asks_for_the_given_noise_under_the_given_yaw():
+    """bench.yaw_conditioned's coupled training: the target is the noise it is handed (the head's
+    inversion), not a fresh draw, and the network sees the yaw of the image on that line."""
+    from bench.yaw_conditioned import coupled_loss
+
+    torch.manual_seed(3)
+    images, noises = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 3, 16, 16)
+    seen = {}
+
+    class Answers(torch.nn.Module):
+        schedule = None
+
+        def __init__(self, answer):
+            super().__init__()
+            self.answer, self.yaw = answer, None
+
+        def forward(self, noisy, variances):
+            seen["yaw"] = self.yaw
+            return self.answer
+
+    gen = torch.Generator().manual_seed(0)
+    yaws = torch.tensor([-30.0, 0.0, 12.5, 45.0])
+    assert coupled_loss(Answers(noises), images, noises, yaws, gen).item() == 0.0
+    torch.testing.assert_close(seen["yaw"], yaws)
+    assert coupled_loss(Answers(torch.randn(4, 3, 16, 16)), images, noises, yaws, gen).item() > 0.1
+
+
+def test_coupled_pairs_turn_each_head_in_its_own_light(tmp_path):
+    """Two turns per source face, each the renderer's truth of the same head and light at the
+    target yaw, cached: the second call reads the file."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.yaw_conditioned import coupled_pairs
+    from headrot.evaluate.truth import GroundTruth
+    from headrot.synth.writer import write_synthetic_celeba
+
+    write_synthetic_celeba(str(tmp_path / "data"), 12, seed=5, images_per_identity=4)
+    net = conditional(UNet(PRESETS["tiny"]))
+    pairs = coupled_pairs(tmp_path, net, sources=5)
+    assert pairs["z_s"].shape == (5, 3, 16, 16) and pairs["x_t"].shape == (10, 16, 16, 3)
+    change = pairs["y_t"] - pairs["y_s"][pairs["t_src"]]
+    clipped = np.abs(pairs["y_t"]) == 60
+    assert np.all((np.abs(change) >= 5 - 1e-4) & (np.abs(change) <= 35 + 1e-4) | clipped)
+    truth = pq.read_table(tmp_path / "data" / "truth.parquet")
+    ids, yaws = truth.column("image_id").to_pylist(), truth.column("yaw").to_numpy()
+    ground = GroundTruth(truth, 16)
+    for k in range(10):
+        source = ids[int(np.flatnonzero(np.isclose(yaws, pairs["y_s"][pairs["t_src"][k]]))[0])]
+        np.testing.assert_array_equal(pairs["x_t"][k], ground.render(source, float(pairs["y_t"][k] - ground.true_yaw(source))))
+    again = coupled_pairs(tmp_path, net, sources=5)
+    np.testing.assert_array_equal(again["z_s"], pairs["z_s"])
