@@ -190,7 +190,8 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
 
 
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, extra: list[str]) -> None:
-    """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights) so
+    """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
+    "shipped": the demo generator with a zero-initialised yaw embedding) so
     that the inversion of a head under its own yaw decodes under another yaw to the same head
     turned: each batch of 64 is 32 coupled turns (z_s -> x_t under y_t), 16 coupled
     reconstructions (z_s -> x_s under y_s) and 16 ordinary denoising examples (fresh noise),
@@ -210,8 +211,11 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
     net = conditional(base)
     ckpt, step = out / "model.pt", 0
-    start = torch.load(ckpt if ckpt.exists() else ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)
-    net.load_state_dict(start["net"] if ckpt.exists() else start["ema"])
+    if ckpt.exists():
+        start = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(start["net"])
+    elif init != "shipped":   # "shipped": the demo generator with a zero yaw embedding, to the bit
+        net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
     pairs = coupled_pairs(out, net, sources)
     for name in extra:   # more heads: other probes' pairs (made by the same INIT), appended
@@ -221,7 +225,8 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     net.train()
     ema = EMA(net, 0.999, warmup=False)
     opt = torch.optim.AdamW([{"params": base.parameters(), "lr": 1e-4},
-                             {"params": net.yaw_in.parameters(), "lr": 1e-3}])
+                             # from zero (shipped) the yaw layer has everything to learn
+                             {"params": net.yaw_in.parameters(), "lr": 3e-3 if init == "shipped" else 1e-3}])
     if ckpt.exists():
         ema.load_state_dict(start["ema"]), opt.load_state_dict(start["opt"])
         step = start["step"]
@@ -355,7 +360,8 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=6000, help="synthetic training images (10 per head)")
     ap.add_argument("--root", default="runs/demo", help="a finished demo root (judge)")
     ap.add_argument("--weights", choices=["net", "ema"], default="net")
-    ap.add_argument("--coupled", metavar="INIT", help="train: coupled turns from probe INIT's checkpoint")
+    ap.add_argument("--coupled", metavar="INIT",
+                    help="train: coupled turns from probe INIT's checkpoint (or 'shipped': the demo generator)")
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
