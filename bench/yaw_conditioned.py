@@ -3,8 +3,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
 
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
-    python -m bench.yaw_conditioned pairs NAME --coupled INIT [--faces 4000] [--seed 4] [--per-identity 1]
-    python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema]
+    python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3]
 
 `train` writes a synthetic CelebA of its own (the demo generator's training seed, 3; 10 images per
 head) under runs/probes/NAME/data, adds a zero-initialised yaw embedding (sin/cos of 4 multiples of
@@ -189,14 +188,13 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
     return ((pred - noises).abs() * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=net.schedule)).mean()
 
 
-def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, extra: list[str]) -> None:
+def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
-    "shipped": the demo generator with a zero-initialised yaw embedding) so
-    that the inversion of a head under its own yaw decodes under another yaw to the same head
-    turned: each batch of 64 is 32 coupled turns (z_s -> x_t under y_t), 16 coupled
-    reconstructions (z_s -> x_s under y_s) and 16 ordinary denoising examples (fresh noise),
-    which keep it a sampler. Resumable from out/model.pt like `train`; `extra` names probes whose
-    pairs (`pairs` command) are added to the training's own."""
+    "shipped": the demo generator with a zero-initialised yaw embedding) so that the inversion of
+    a head under its own yaw decodes under another yaw to the same head turned: each batch of 64
+    is 32 coupled turns (z_s -> x_t under y_t), 16 coupled reconstructions (z_s -> x_s under y_s)
+    and 16 ordinary denoising examples (fresh noise), which keep it a sampler. Resumable from
+    out/model.pt like `train`."""
     import torch
 
     from headrot.model.checkpoint import load_model
@@ -218,10 +216,6 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
     pairs = coupled_pairs(out, net, sources)
-    for name in extra:   # more heads: other probes' pairs (made by the same INIT), appended
-        more = dict(np.load(ROOT / "runs" / "probes" / name / "pairs.npz"))
-        more["t_src"] = more["t_src"] + len(pairs["y_s"])
-        pairs = {k: np.concatenate([pairs[k], more[k]]) for k in pairs}
     net.train()
     ema = EMA(net, 0.999, warmup=False)
     opt = torch.optim.AdamW([{"params": base.parameters(), "lr": 1e-4},
@@ -266,26 +260,6 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
             print(json.dumps({"step": step, "loss": round(float(np.mean(losses[-200:])), 4)}), flush=True)
     save()
     print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
-
-
-def make_pairs(out: Path, init: str, faces: int, seed: int, per_identity: int) -> None:
-    """More heads for `train --coupled --extra-pairs NAME`: a synthetic CelebA of `faces` images
-    (`seed`, `per_identity` images per head) under out/data and its pairs, inverted by probe
-    INIT's EMA weights (the same network the training's own pairs were inverted by)."""
-    import torch
-
-    from headrot.model.checkpoint import load_model
-    from headrot.synth.writer import write_synthetic_celeba
-
-    torch.set_num_threads(2)
-    if not (out / "data" / "truth.parquet").exists():
-        write_synthetic_celeba(str(out / "data"), faces, seed=seed, images_per_identity=per_identity)
-    base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
-    net = conditional(base)
-    net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
-    net.eval()
-    pairs = coupled_pairs(out, net, faces, seed=seed)
-    print(json.dumps({"pairs": str(out / "pairs.npz"), "sources": len(pairs["y_s"]), "turns": len(pairs["y_t"])}))
 
 
 def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
@@ -354,7 +328,7 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "pairs", "judge"])
+    ap.add_argument("command", choices=["train", "judge"])
     ap.add_argument("name")
     ap.add_argument("--minutes", type=float, default=13.0)
     ap.add_argument("--faces", type=int, default=6000, help="synthetic training images (10 per head)")
@@ -365,22 +339,15 @@ def main() -> None:
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
-    ap.add_argument("--seed", type=int, default=4, help="pairs: the synthetic set's seed")
-    ap.add_argument("--per-identity", type=int, default=1, help="pairs: images per head")
-    ap.add_argument("--extra-pairs", nargs="*", default=[], metavar="PROBE",
-                    help="--coupled: also the pairs.npz of these probes (more heads)")
     args = ap.parse_args()
     out = ROOT / "runs" / "probes" / args.name
     out.mkdir(parents=True, exist_ok=True)
     if args.command == "train":
         os.nice(10)   # hours-scale work beside the suite: it yields the CPU
         if args.coupled:
-            train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.extra_pairs)
+            train_coupled(out, args.coupled, args.minutes, args.faces, args.sources)
         else:
             train(out, args.minutes, args.faces)
-    elif args.command == "pairs":
-        os.nice(10)
-        make_pairs(out, args.coupled, args.faces, args.seed, args.per_identity)
     else:
         judge(out, args.root, args.weights, args.calibrate)
 
