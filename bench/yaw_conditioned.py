@@ -101,6 +101,23 @@ def train(out: Path, minutes: float, faces: int) -> None:
         step = state["step"]
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     y_all = torch.from_numpy(yaws)
+
+    def loss_of(gen):
+        i = torch.randint(len(x_all), (64,), generator=gen)
+        flip = torch.rand(64, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x_all[i].flip(-1), x_all[i])
+        net.yaw = torch.where(flip, -y_all[i], y_all[i])   # a mirrored head turns the other way
+        return generator_loss(net, x, gen, net.schedule, p2_gamma=2.0)
+
+    run_for(minutes, net, ema, opt, ckpt, step, loss_of)
+
+
+def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of) -> None:
+    """Optimizer steps on `loss_of(generator)` for `minutes`, the EMA after each, the checkpoint
+    ({net, ema, opt, step}) every 2 minutes and at the end; the draws are seeded by the step, so a
+    resumed run does not repeat its batches."""
+    import torch
+
     gen = torch.Generator().manual_seed(step)
     started = last = time.time()
     losses = []
@@ -109,11 +126,7 @@ def train(out: Path, minutes: float, faces: int) -> None:
         torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
 
     while time.time() - started < minutes * 60:
-        i = torch.randint(len(x_all), (64,), generator=gen)
-        flip = torch.rand(64, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x_all[i].flip(-1), x_all[i])
-        net.yaw = torch.where(flip, -y_all[i], y_all[i])   # a mirrored head turns the other way
-        loss = generator_loss(net, x, gen, net.schedule, p2_gamma=2.0)
+        loss = loss_of(gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,33 +246,17 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     y_s, y_t, t_src = torch.from_numpy(pairs["y_s"]), torch.from_numpy(pairs["y_t"]), torch.from_numpy(pairs["t_src"])
     images, yaws = load_faces(data, base.config.image_size)
     x_all, y_all = to_x(images), torch.from_numpy(yaws)
-    gen = torch.Generator().manual_seed(step)
-    started = last = time.time()
-    losses = []
 
-    def save():
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
-
-    while time.time() - started < minutes * 60:
+    def loss_of(gen):
         t = torch.randint(len(y_t), (32,), generator=gen)
         s = torch.randint(len(y_s), (16,), generator=gen)
         o = torch.randint(len(y_all), (16,), generator=gen)
         turn = coupled_loss(net, torch.cat([x_t[t], x_s[s]]), torch.cat([eps_s[t_src[t]], eps_s[s]]),
                             torch.cat([y_t[t], y_s[s]]), gen)
         net.yaw = y_all[o]
-        loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ema.update(net)
-        step += 1
-        losses.append(loss.item())
-        if time.time() - last > 120:
-            save()
-            last = time.time()
-            print(json.dumps({"step": step, "loss": round(float(np.mean(losses[-200:])), 4)}), flush=True)
-    save()
-    print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
+        return (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
+
+    run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
 
 def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
