@@ -151,6 +151,7 @@ def test_coupled_pairs_turn_each_head_in_its_own_light(tmp_path):
     ground = GroundTruth(truth, 16)
     for k in range(10):
         source = ids[int(np.flatnonzero(np.isclose(yaws, pairs["y_s"][pairs["t_src"][k]]))[0])]
-        np.testing.assert_array_equal(pairs["x_t"][k], ground.render(source, float(pairs["y_t"][k] - ground.true_yaw(source))))
+        delta = float(pairs["y_t"][k] - ground.true_yaw(source))
+        np.testing.assert_array_equal(pairs["x_t"][k], ground.render(source, delta))
     again = coupled_pairs(tmp_path, net, sources=5)
     np.testing.assert_array_equal(again["z_s"], pairs["z_s"])
