@@ -295,22 +295,22 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
             net.yaw = source_yaw + offsets
             return to_uint8(reverse_diffusion(net, z, 10, net.schedule))
 
-        base = decoded(torch.zeros(len(sources)))
+        unmoved = decoded(torch.zeros(len(sources)))
         raw = {d: decoded(torch.full((len(sources),), float(d))) for d in deltas}
         # The default's colour keeping (headrot.colour) on the same renders: each mapped onto the
         # colours of its own delta-0 render, as the render stage maps its moves onto G(z).
-        kept = {d: keep_colours(raw[d], base) for d in deltas}
-        cal = {0: base}
+        kept = {d: keep_colours(raw[d], unmoved) for d in deltas}
+        cal = {0: unmoved}
         if rounds:
             # -cal as the render stage does it: per face, the condition's offset scaled until the
             # samples stage's reader (not the judge) reads the wanted change, colours kept first.
             reader = load_labeller(RunLayout(root).reader, labeller_key(root, "reader"))
-            y0 = reader.predict(base)
+            y0 = reader.predict(unmoved)
             for d in (d for d in deltas if d):
                 tried = []
 
                 def achieved_at(scale, d=d, tried=tried):
-                    tried.append(keep_colours(decoded(torch.from_numpy(scale * d).float()), base))
+                    tried.append(keep_colours(decoded(torch.from_numpy(scale * d).float()), unmoved))
                     return reader.predict(tried[-1]) - y0
 
                 found = calibrate(achieved_at, np.full(len(sources), float(d)), rounds, max_scale=2.0)
