@@ -258,10 +258,9 @@ def latent_section(r: dict) -> list[str]:
         x = r[name]
         judge = x.get("judge") or {}
         out += [f"## Latent quality: does the generator turn heads? ({x['generator']}, {x['sources']} sources)", "",
-                f"Judge: pose CNN seed {judge.get('seed')}, held-out MAE {judge.get('mae_deg_heldout')} deg; the "
-                f"method's labeller: seed {(x.get('labeller') or {}).get('seed')}"
-                f"{_steering(x)}; calibration's reader: "
-                f"{(x.get('reader') or {}).get('seed', 'none (the labeller)')}. Slope: achieved (judged) yaw change "
+                f"Judge: pose CNN seed {judge.get('seed')}, held-out MAE {judge.get('mae_deg_heldout')} deg; "
+                + (f"the method's labeller: seed {x['labeller'].get('seed')}{_steering(x)}; " if x.get("labeller") else "")
+                + f"calibration's reader: {(x.get('reader') or {}).get('seed', 'none')}. Slope: achieved (judged) yaw change "
                 "on the intended delta (target 1.0 +- 0.1); IQR at |delta| = 20: per-face spread (target <= 5); "
                 "PSNR gain: vs no_move at each |delta| >= 10, the worst (target > 0); identity top-1 (target >= 0.9).",
                 "",
@@ -272,8 +271,9 @@ def latent_section(r: dict) -> list[str]:
             gains = list((v.get("psnr_gain_db_by_delta") or {}).values())
             out.append(_row([method, _f(v["slope"]), _f(v["iqr_at_20_deg"]), _f(v["pose_error_deg_median"]),
                              _f(min(gains)) if gains else "-", _f(v["identity_top1"]), _f(costs.get(method))]))
-        out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; complete stages of its "
-                "root are reused, so after `make demo` it only reads the demo's evaluation).", ""]
+        out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; "
+                + (x.get("note") or "complete stages of its root are reused, so after `make demo` it only reads "
+                   "the demo's evaluation") + ").", ""]
     return out
 
 
@@ -353,7 +353,9 @@ def generator_comparison(results: list[dict]) -> list[str]:
     out = ["## Generators compared by the latent benchmark", "",
            "Each generator's default method (the demo's `evaluate.primary`) on the demo's 32 test faces; sample FD: "
            "Frechet distance of the judge's conv features, 600 samples against the data's 1,200 images (floor: two "
-           "halves of the data). A new demo model ships only when it beats the shipped one here.", "",
+           "halves of the data). A new demo model ships only when it beats the shipped one here. The yaw-conditioned "
+           "rows are probes (`bench.yaw_conditioned judge --record`), not yet a method of the pipeline: their "
+           "faces are inverted under their labelled yaw by the candidate itself, hence their embedding PSNR.", "",
            _row(["generator", "method", "slope", "IQR at 20 (deg)", "pose error median (deg)", "worst PSNR gain (dB)",
                  "identity top-1", "sample FD (floor)", "embedding PSNR (dB)"]), _row(["---"] * 9)]
     for x in results:

@@ -90,18 +90,37 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * np.real(root)))
 
 
-def sample_fd(root: str, report: dict, generator: str, data: str, n: int = 600) -> dict[str, float | None]:
-    """The Frechet distance of the judge's features between n samples of `generator` and the
+def generator_samples(generator: str, n: int = 600) -> np.ndarray:
+    """uint8 [n,S,S,3]: n samples of an (unconditional) generator checkpoint, 10 DDIM steps."""
+    import torch
+
+    from headrot.model.checkpoint import load_model
+    from headrot.model.sampler import reverse_diffusion
+    from headrot.report.grid import to_uint8
+
+    model, config, _ = load_model(generator, "generator")
+    noise = sample_noise(n, config.image_size)
+    with torch.inference_mode():
+        return np.concatenate([to_uint8(reverse_diffusion(model, noise[s:s + 100], steps=10))
+                               for s in range(0, n, 100)])
+
+
+def sample_noise(n: int, size: int):
+    """x_T of the FD samples: seeds far from the samples stage's and the training's draws."""
+    from headrot.model.sampler import noise_for_seeds
+
+    return noise_for_seeds(list(range(7_000_000, 7_000_000 + n)), (3, size, size))
+
+
+def sample_fd(root: str, report: dict, samples: np.ndarray, data: str) -> dict[str, float | None]:
+    """The Frechet distance of the judge's features between `samples` (uint8 [N,S,S,3]) and the
     images of `data` (preprocessed like the model's input), and between two halves of the data."""
     import torch
 
     from headrot import storage
     from headrot.data.images import decode_face
     from headrot.labels.pose import PoseConfig, YawEstimator, to_model
-    from headrot.model.checkpoint import load_model
-    from headrot.model.sampler import noise_for_seeds, reverse_diffusion
     from headrot.stages.evaluate import EvaluateConfig
-    from headrot.report.grid import to_uint8
 
     pe, ec = report["pose_estimator"], EvaluateConfig(root=root)
     judge = YawEstimator.load(f"{root}/report/yaw_estimator.npz", PoseConfig(
@@ -109,13 +128,8 @@ def sample_fd(root: str, report: dict, generator: str, data: str, n: int = 600) 
         n_heldout=ec.pose_heldout, epochs=ec.pose_epochs))
     if judge is None:
         return {"sample_fd": None, "sample_fd_floor": None}
-    model, config, _ = load_model(generator, "generator")
-    size = config.image_size
-    # Seeds far from the samples stage's and the training's draws.
-    noise = noise_for_seeds(list(range(7_000_000, 7_000_000 + n)), (3, size, size))
+    size = samples.shape[1]
     with torch.inference_mode():
-        samples = np.concatenate([to_uint8(reverse_diffusion(model, noise[s:s + 100], steps=10))
-                                  for s in range(0, n, 100)])
         files = storage.list_files(storage.join(data, "img_align_celeba"), ".jpg")
         real = np.stack([decode_face(storage.read_bytes(f), size) for f in files])
         # The conv features, flattened (256-d): the 64-d layer after them has dead ReLU units.
@@ -171,7 +185,7 @@ def main() -> None:
         "steerers": report["pose_estimator"].get("steerers"),
         "primary": (config.get("evaluate") or {}).get("primary"),
         "methods": rows,
-        **sample_fd(args.root, report, generator, data),
+        **sample_fd(args.root, report, generator_samples(generator), data),
         "embedding_psnr_db": report["summary"].get("embedding_psnr_db"),
         "decodes_per_render": (summary.get("render") or {}).get("decodes_per_render"),
         "seconds": round(time.time() - started, 1),

@@ -259,10 +259,12 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
 
-def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
+def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None) -> None:
     """The root's rendered test faces inverted under their labelled yaw and decoded under yaw +
     delta, measured like the root's own renders (bench.path_probes.measured): the yardstick
-    printed, out/sheet.png beside the root's default."""
+    printed, out/sheet.png beside the root's default. `record` (the candidate's description):
+    also bench/results/latent-cond-NAME-WEIGHTS.json, a row of BENCHMARKS.md's generator table
+    with the sample FD and embedding PSNR bench.latent gives a generator."""
     import torch
 
     from bench.path_probes import latents_of, measured, root_sources
@@ -276,6 +278,7 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
     from headrot.stages.samples import labeller_key, load_labeller
 
     torch.set_num_threads(2)
+    started = time.time()
     base, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
     net = conditional(base)
     state = torch.load(out / "model.pt", weights_only=True)
@@ -321,6 +324,59 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0) -> None:
         made[f"{out.name}-{weights}-cal{rounds}-colour"] = per_face(cal)
     report = measured(root, made, out, config.image_size)
     print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]), "methods": report}, indent=1))
+    if record:
+        from bench import common
+        from bench.latent import sample_fd
+
+        command = (f"python -m bench.yaw_conditioned judge {out.name} --root {root} --weights {weights}"
+                   + (f" --calibrate {rounds}" if rounds else "") + " --record DESCRIPTION")
+        root_report = json.loads((Path(root) / "report" / "report.json").read_text())
+        pe = root_report["pose_estimator"]
+        common.write_result(f"latent-cond-{out.name}-{weights}", {
+            "generator": f"{record} ({int(state['step']):,} steps; {out.name}'s {weights} weights)",
+            "root": root, "sources": len(sources),
+            "judge": {k: pe.get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},
+            "reader": pe.get("reader") if rounds else None,
+            "primary": list(made)[-1],
+            "methods": report,
+            **sample_fd(root, root_report, conditional_samples(net, root), f"{root}/data"),
+            "embedding_psnr_db": round(float(np.mean(psnr(unmoved, images))), 2),
+            # as the render stage counts -cal: `rounds` decodes per nonzero delta, one shared G(z)
+            "decodes_per_render": {**{m: 1.0 for m in made},
+                                   **({list(made)[-1]: (rounds * (len(deltas) - 1) + 1) / len(deltas)} if rounds else {})},
+            "seconds": round(time.time() - started, 1),
+            "command": command,
+            "note": "a probe, not a render method of the pipeline: it inverts the root's rendered test faces "
+                    "under their labelled yaw with the conditional generator and decodes them under yaw + delta",
+        })
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """dB per image of two uint8 batches [N,S,S,3]."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+def conditional_samples(net, root: str, n: int = 600) -> np.ndarray:
+    """uint8 [n,S,S,3]: samples of the conditional generator from bench.latent's FD noise, each
+    under a yaw drawn from the root's labelled yaws (its latents), as the data's own spread."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from bench.latent import sample_noise
+    from headrot.model.sampler import reverse_diffusion
+    from headrot.report.grid import to_uint8
+
+    yaws = np.concatenate([pq.read_table(f, columns=["yaw"]).column("yaw").to_numpy()
+                           for f in sorted(Path(root, "latents").glob("part-*.parquet"))])
+    yaws = np.random.default_rng(0).choice(yaws[np.isfinite(yaws)], n)
+    noise = sample_noise(n, net.base.config.image_size)
+    out = []
+    with torch.inference_mode():
+        for s in range(0, n, 100):
+            net.yaw = torch.from_numpy(yaws[s:s + 100]).float()
+            out.append(to_uint8(reverse_diffusion(net, noise[s:s + 100], 10, net.schedule)))
+    return np.concatenate(out)
 
 
 def main() -> None:
@@ -336,6 +392,8 @@ def main() -> None:
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
+    ap.add_argument("--record", metavar="DESCRIPTION",
+                    help="judge: write bench/results/latent-cond-NAME-WEIGHTS.json (BENCHMARKS.md's generator table)")
     args = ap.parse_args()
     out = ROOT / "runs" / "probes" / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -346,7 +404,7 @@ def main() -> None:
         else:
             train(out, args.minutes, args.faces)
     else:
-        judge(out, args.root, args.weights, args.calibrate)
+        judge(out, args.root, args.weights, args.calibrate, args.record)
 
 
 if __name__ == "__main__":

@@ -155,3 +155,44 @@ def test_coupled_pairs_turn_each_head_in_its_own_light(tmp_path):
         np.testing.assert_array_equal(pairs["x_t"][k], ground.render(source, delta))
     again = coupled_pairs(tmp_path, net, sources=5)
     np.testing.assert_array_equal(again["z_s"], pairs["z_s"])
+
+
+def test_conditional_samples_are_drawn_under_the_roots_labelled_yaws(tmp_path):
+    """The sample FD of a yaw-conditioned candidate: each sample under a yaw of the root's own
+    labels, so a root labelled all at one yaw gives the samples of that yaw, and another yaw others."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.yaw_conditioned import conditional_samples
+
+    torch.manual_seed(4)
+    net = conditional(UNet(dataclasses.replace(PRESETS["tiny"], zero_init_output=False)))
+    torch.nn.init.normal_(net.yaw_in.weight)
+    (tmp_path / "latents").mkdir()
+
+    def samples_at(yaw):
+        pq.write_table(pa.table({"yaw": pa.array([yaw, yaw, float("nan")], pa.float32())}),
+                       tmp_path / "latents" / "part-00000.parquet")
+        return conditional_samples(net, str(tmp_path), n=4)
+
+    at_20 = samples_at(20.0)
+    assert at_20.shape == (4, 16, 16, 3) and at_20.dtype == np.uint8
+    np.testing.assert_array_equal(samples_at(20.0), at_20)       # a NaN label is never drawn
+    assert not np.array_equal(samples_at(-40.0), at_20)
+
+
+def test_a_conditional_candidates_section_names_its_reader_and_its_note():
+    """A result of `judge --record` (no labeller: the probe steers by the condition) gets the
+    latent section's table with its own note instead of bench.latent's."""
+    from bench.all import latent_section
+
+    figures = {"slope": 0.84, "iqr_at_20_deg": 4.1, "pose_error_deg_median": 2.4, "identity_top1": 1.0,
+               "psnr_gain_db_by_delta": {"-10": 3.6, "10": 3.7}}
+    text = "\n".join(latent_section({"latent-cond-x-net": {
+        "generator": "a candidate", "sources": 32, "judge": {"seed": 1}, "reader": {"seed": 2000101},
+        "primary": "x-cal3", "methods": {"x-cal3": figures}, "decodes_per_render": {"x-cal3": 2.714},
+        "command": "python -m bench.yaw_conditioned judge x", "seconds": 100, "note": "a probe, not a method"}}))
+    assert "labeller" not in text and "calibration's reader: 2000101" in text
+    assert "| x-cal3 | 0.84 | 4.1 | 2.4 | 3.6 | 1 | 2.71 |" in text
+    assert "(100 s; a probe, not a method)." in text
