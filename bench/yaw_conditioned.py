@@ -3,7 +3,9 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
 
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
-    python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3]
+                                               [--pairs truth|identity] [--inversions PROBE]
+    python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
+                                               [--record DESCRIPTION]
 
 `train` writes a synthetic CelebA of its own (the demo generator's training seed, 3; 10 images per
 head) under runs/probes/NAME/data, adds a zero-initialised yaw embedding (sin/cos of 4 multiples of
@@ -17,12 +19,17 @@ training on given couplings, Liu et al. 2022): `sources` training faces are inve
 their true yaw (runs/probes/NAME/pairs.npz, with two renderer-true turns of each head), and the
 network learns to denoise the line from each turn's image to its source's inverted noise under the
 turn's yaw, so that the sampler takes a head's latent to that head turned; plain denoising keeps it
-a sampler. The same resumable checkpoint.
+a sampler. The same resumable checkpoint. `--pairs identity` takes the turns from the data instead
+of the renderer: other images of the same identity in the same light class, which a CelebA-layout
+set has too (`coupled_pairs`).
 
 `judge` inverts the root's rendered test faces under the labels stage's yaw (the embed stage's
 10-step inversion), decodes each under yaw + delta at the root's deltas, and measures the renders
 as the evaluate stage measures its own (bench.path_probes.measured: the yardstick printed, a
-contact sheet beside the root's default in runs/probes/NAME/sheet.png).
+contact sheet beside the root's default in runs/probes/NAME/sheet.png). `--guards` makes its
+calibration refuse the renders the demo's guards refuse (colour drift, novel colours): such a face
+stays at its last good pose, as in the render stage. `--record` writes the candidate's row of
+BENCHMARKS.md's generator table (bench/results/latent-cond-NAME-WEIGHTS.json).
 
 What it found is in bench/NOTES.md ("The generator can draw the turned heads; no path to them on
 this model is clean" and the section after it).
@@ -142,11 +149,20 @@ def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of) -> No
     print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
 
 
-def coupled_pairs(out: Path, net, sources: int, seed: int = 0) -> dict:
+def coupled_pairs(out: Path, net, sources: int, seed: int = 0, kind: str = "truth",
+                  inversions: Path | None = None) -> dict:
     """Training pairs for `train --coupled`, made once and cached in out/pairs.npz: `sources`
     training faces x_s (true yaw y_s), their inversion z_s under y_s by `net` (the embed stage's
-    (5, 2) inversion), and two ground-truth turns x_t of each, the same head and light at
-    y_t = y_s + delta, |delta| in [5, 35], |y_t| <= 60 (the renderer's truth, headrot.evaluate.truth)."""
+    (5, 2) inversion), and up to two turns x_t of each at yaw y_t:
+
+    - kind "truth": the renderer's truth (headrot.evaluate.truth), the same head and light at
+      y_t = y_s + delta, |delta| in [5, 35], |y_t| <= 60: synthetic data only;
+    - kind "identity": other images of the same identity with the same light label, |y_t - y_s| in
+      [5, 45]: what a CelebA-layout set affords (identity_CelebA.txt and the light labels), where
+      another photo of a person is also another expression, pitch and light within the class.
+
+    `inversions`: another probe's pairs.npz whose sources are these (the same faces, seed and
+    count): its x_s, y_s and z_s are taken instead of inverting again."""
     import pyarrow.parquet as pq
     import torch
 
@@ -156,25 +172,42 @@ def coupled_pairs(out: Path, net, sources: int, seed: int = 0) -> dict:
     cache = out / "pairs.npz"
     if cache.exists():
         return dict(np.load(cache))
+    if kind not in ("truth", "identity"):
+        raise ValueError(f"coupled pairs: kind {kind!r}: use truth or identity")
     truth = pq.read_table(out / "data" / "truth.parquet")
     images, yaws = load_faces(out / "data", net.base.config.image_size)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(yaws), min(sources, len(yaws)), replace=False))
-    ground = GroundTruth(truth, net.base.config.image_size)
-    ids = truth.column("image_id").to_pylist()
     src, x_t, y_t = [], [], []
-    for i in pick:
-        for _ in range(2):
-            delta = float(rng.uniform(5, 35) * rng.choice([-1, 1]))
-            delta = float(np.clip(yaws[i] + delta, -60, 60) - yaws[i])
-            src.append(i), x_t.append(ground.render(ids[i], delta)), y_t.append(yaws[i] + delta)
-    x_s = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    z_s = []
-    with torch.no_grad():
-        for b in range(0, len(pick), 128):
-            net.yaw = torch.from_numpy(yaws[pick[b:b + 128]])
-            z_s.append(ddim_inversion(net, x_s[b:b + 128], 10, net.schedule, 5, 2))
-            print(json.dumps({"inverted": b + len(z_s[-1]), "of": len(pick)}), flush=True)
+    if kind == "truth":
+        ground = GroundTruth(truth, net.base.config.image_size)
+        ids = truth.column("image_id").to_pylist()
+        for i in pick:
+            for _ in range(2):
+                delta = float(rng.uniform(5, 35) * rng.choice([-1, 1]))
+                delta = float(np.clip(yaws[i] + delta, -60, 60) - yaws[i])
+                src.append(i), x_t.append(ground.render(ids[i], delta)), y_t.append(yaws[i] + delta)
+    else:
+        identity, light = truth.column("identity").to_numpy(), np.asarray(truth.column("light").to_pylist())
+        rng = np.random.default_rng(seed + 1)   # its own stream: the picked sources stay the truth kind's
+        for i in pick:
+            gap = np.abs(yaws - yaws[i])
+            others = np.flatnonzero((identity == identity[i]) & (light == light[i]) & (gap >= 5) & (gap <= 45))
+            for j in rng.permutation(others)[:2]:
+                src.append(i), x_t.append(images[j]), y_t.append(yaws[j])
+    if inversions is not None:
+        given = np.load(inversions)
+        if not np.array_equal(given["x_s"], images[pick]):
+            raise ValueError(f"{inversions}: its sources are not these {len(pick)} faces; invert anew (no --inversions)")
+        z_s = [torch.from_numpy(given["z_s"])]
+    else:
+        x_s = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        z_s = []
+        with torch.no_grad():
+            for b in range(0, len(pick), 128):
+                net.yaw = torch.from_numpy(yaws[pick[b:b + 128]])
+                z_s.append(ddim_inversion(net, x_s[b:b + 128], 10, net.schedule, 5, 2))
+                print(json.dumps({"inverted": b + len(z_s[-1]), "of": len(pick)}), flush=True)
     position = {int(i): k for k, i in enumerate(pick)}
     pairs = {"x_s": images[pick], "y_s": yaws[pick], "z_s": torch.cat(z_s).numpy(),
              "x_t": np.stack(x_t), "y_t": np.asarray(y_t, np.float32),
@@ -201,7 +234,8 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
     return ((pred - noises).abs() * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=net.schedule)).mean()
 
 
-def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int) -> None:
+def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
+                  inversions: Path | None = None) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding) so that the inversion of
     a head under its own yaw decodes under another yaw to the same head turned: each batch of 64
@@ -228,7 +262,7 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     elif init != "shipped":   # "shipped": the demo generator with a zero yaw embedding, to the bit
         net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
-    pairs = coupled_pairs(out, net, sources)
+    pairs = coupled_pairs(out, net, sources, kind=pairs_kind, inversions=inversions)
     net.train()
     ema = EMA(net, 0.999, warmup=False)
     opt = torch.optim.AdamW([{"params": base.parameters(), "lr": 1e-4},
@@ -259,12 +293,13 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
 
-def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None) -> None:
+def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None, guards: bool = False) -> None:
     """The root's rendered test faces inverted under their labelled yaw and decoded under yaw +
     delta, measured like the root's own renders (bench.path_probes.measured): the yardstick
     printed, out/sheet.png beside the root's default. `record` (the candidate's description):
     also bench/results/latent-cond-NAME-WEIGHTS.json, a row of BENCHMARKS.md's generator table
-    with the sample FD and embedding PSNR bench.latent gives a generator."""
+    with the sample FD and embedding PSNR bench.latent gives a generator. `guards`: calibration
+    refuses the renders the demo's guards refuse (`render_guards`)."""
     import torch
 
     from bench.path_probes import latents_of, measured, root_sources
@@ -309,19 +344,24 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
             # samples stage's reader (not the judge) reads the wanted change, colours kept first.
             reader = load_labeller(RunLayout(root).reader, labeller_key(root, "reader"))
             y0 = reader.predict(unmoved)
+            guard = render_guards(unmoved) if guards else None
             for d in (d for d in deltas if d):
                 tried = []
 
                 def achieved_at(scale, d=d, tried=tried):
-                    tried.append(keep_colours(decoded(torch.from_numpy(scale * d).float()), unmoved))
-                    return reader.predict(tried[-1]) - y0
+                    decodes = decoded(torch.from_numpy(scale * d).float())
+                    tried.append(keep_colours(decodes, unmoved))
+                    reading = reader.predict(tried[-1]) - y0
+                    return reading if guard is None else (reading, guard(decodes, tried[-1]))
 
                 found = calibrate(achieved_at, np.full(len(sources), float(d)), rounds, max_scale=2.0)
-                cal[d] = np.stack(tried)[np.maximum(found.best_round, 0), np.arange(len(sources))]
+                chosen = np.stack(tried)[np.maximum(found.best_round, 0), np.arange(len(sources))]
+                # no round passed the guards: the face stays unmoved, as in the render stage
+                cal[d] = np.where((found.best_round >= 0)[:, None, None, None], chosen, unmoved)
     per_face = lambda images: {(s, d): images[d][i] for d in deltas for i, s in enumerate(sources)}  # noqa: E731
     made = {f"{out.name}-{weights}": per_face(raw), f"{out.name}-{weights}-colour": per_face(kept)}
     if rounds:
-        made[f"{out.name}-{weights}-cal{rounds}-colour"] = per_face(cal)
+        made[f"{out.name}-{weights}-cal{rounds}-colour" + ("-guarded" if guards else "")] = per_face(cal)
     report = measured(root, made, out, config.image_size)
     print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]), "methods": report}, indent=1))
     if record:
@@ -329,7 +369,8 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
         from bench.latent import sample_fd
 
         command = (f"python -m bench.yaw_conditioned judge {out.name} --root {root} --weights {weights}"
-                   + (f" --calibrate {rounds}" if rounds else "") + " --record DESCRIPTION")
+                   + (f" --calibrate {rounds}" if rounds else "") + (" --guards" if guards else "")
+                   + " --record DESCRIPTION")
         root_report = json.loads((Path(root) / "report" / "report.json").read_text())
         pe = root_report["pose_estimator"]
         common.write_result(f"latent-cond-{out.name}-{weights}", {
@@ -349,6 +390,31 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
             "note": "a probe, not a render method of the pipeline: it inverts the root's rendered test faces "
                     "under their labelled yaw with the conditional generator and decodes them under yaw + delta",
         })
+
+
+def render_guards(unmoved: np.ndarray):
+    """(decoded, as written) -> valid [N]: the demo's guards on a render of each face (configs/demo.yaml
+    render.max_drift on the decoded colours, render.max_novel_colour on the written ones), as the
+    render stage's -cal methods apply them: a calibration round they refuse is never chosen."""
+    from headrot.colour import novel_colour_share
+    from headrot.config import load_yaml
+    from headrot.directions import drift
+    from headrot.labels.nuisance import image_statistics
+
+    render = load_yaml(ROOT / "configs" / "demo.yaml")["render"]
+    max_drift, max_novel = render.get("max_drift"), render.get("max_novel_colour")
+    tau = render.get("novel_colour_tau", 0.12)
+    ref = image_statistics(unmoved)
+
+    def valid(decoded: np.ndarray, written: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(decoded), bool)
+        if max_drift is not None:
+            ok &= drift(image_statistics(decoded), ref) <= max_drift
+        if max_novel is not None:
+            ok &= novel_colour_share(written, unmoved, tau) <= max_novel
+        return ok
+
+    return valid
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -390,8 +456,13 @@ def main() -> None:
     ap.add_argument("--coupled", metavar="INIT",
                     help="train: coupled turns from probe INIT's checkpoint (or 'shipped': the demo generator)")
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
+    ap.add_argument("--pairs", choices=["truth", "identity"], default="truth",
+                    help="--coupled: turns by the renderer's truth, or other images of the identity in the same light")
+    ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
+    ap.add_argument("--guards", action="store_true",
+                    help="judge --calibrate: refuse the renders the demo's guards refuse (max_drift, max_novel_colour)")
     ap.add_argument("--record", metavar="DESCRIPTION",
                     help="judge: write bench/results/latent-cond-NAME-WEIGHTS.json (BENCHMARKS.md's generator table)")
     args = ap.parse_args()
@@ -400,11 +471,12 @@ def main() -> None:
     if args.command == "train":
         os.nice(10)   # hours-scale work beside the suite: it yields the CPU
         if args.coupled:
-            train_coupled(out, args.coupled, args.minutes, args.faces, args.sources)
+            train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
+                          args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz")
         else:
             train(out, args.minutes, args.faces)
     else:
-        judge(out, args.root, args.weights, args.calibrate, args.record)
+        judge(out, args.root, args.weights, args.calibrate, args.record, args.guards)
 
 
 if __name__ == "__main__":

@@ -196,3 +196,61 @@ def test_a_conditional_candidates_section_names_its_reader_and_its_note():
     assert "labeller" not in text and "calibration's reader: 2000101" in text
     assert "| x-cal3 | 0.84 | 4.1 | 2.4 | 3.6 | 1 | 2.71 |" in text
     assert "(100 s; a probe, not a method)." in text
+
+
+def test_the_judges_guards_refuse_a_recoloured_head_and_keep_a_moved_one():
+    """bench.yaw_conditioned's --guards, the demo's: a render whose hair took a colour the unmoved
+    render lacks is refused; the same head shifted by two pixels (a turn's kind of change) passes."""
+    import numpy as np
+
+    from bench.yaw_conditioned import render_guards
+
+    rng = np.random.default_rng(5)
+    head = np.zeros((2, 32, 32, 3), np.uint8)
+    head[:] = [40, 160, 200]                                   # background
+    head[:, 8:26, 10:22] = [230, 190, 160]                     # face
+    head[:, 4:10, 9:23] = [220, 200, 120]                      # blond hair
+    head = np.clip(head + rng.integers(-3, 4, head.shape), 0, 255).astype(np.uint8)
+    moved = np.roll(head, 2, axis=2)
+    orange = head.copy()
+    orange[1, 4:10, 9:23] = [200, 90, 30]
+    valid = render_guards(head)
+    assert valid(moved, moved).tolist() == [True, True]
+    assert valid(orange, orange).tolist() == [True, False]
+
+
+def test_identity_pairs_are_other_images_of_the_person_in_the_same_light(tmp_path):
+    """--pairs identity (what a CelebA-layout set affords): every turn is another image of the
+    source's identity with its light label and a yaw 5-45 degrees away; --inversions takes the
+    sources' inversions from another probe's pairs and refuses ones of other faces."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.yaw_conditioned import coupled_pairs, load_faces
+    from headrot.synth.writer import write_synthetic_celeba
+
+    write_synthetic_celeba(str(tmp_path / "data"), 60, seed=5, images_per_identity=10)
+    net = conditional(UNet(PRESETS["tiny"]))
+    truth = pq.read_table(tmp_path / "data" / "truth.parquet")
+    identity, light = truth.column("identity").to_numpy(), truth.column("light").to_pylist()
+    images, yaws = load_faces(tmp_path / "data", 16)
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "data").symlink_to(tmp_path / "data")
+    truth_pairs = coupled_pairs(first, net, sources=30)
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    (ids / "data").symlink_to(tmp_path / "data")
+    pairs = coupled_pairs(ids, net, sources=30, kind="identity", inversions=first / "pairs.npz")
+    np.testing.assert_array_equal(pairs["z_s"], truth_pairs["z_s"])
+    assert len(pairs["y_t"]) > 0
+    for k, s in enumerate(pairs["t_src"]):
+        i = int(np.flatnonzero((images == pairs["x_s"][s]).all(axis=(1, 2, 3)))[0])
+        j = int(np.flatnonzero((images == pairs["x_t"][k]).all(axis=(1, 2, 3)))[0])
+        assert i != j and identity[i] == identity[j] and light[i] == light[j]
+        assert 5 <= abs(yaws[j] - yaws[i]) <= 45 and pairs["y_t"][k] == yaws[j]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data").symlink_to(tmp_path / "data")
+    with pytest.raises(ValueError, match="not these"):
+        coupled_pairs(other, net, sources=20, kind="identity", inversions=first / "pairs.npz")
