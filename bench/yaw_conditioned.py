@@ -291,13 +291,15 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
 
-def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None, guards: bool = False) -> None:
+def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None, guards: bool = False,
+          max_scale: float = 2.0) -> None:
     """The root's rendered test faces inverted under their labelled yaw and decoded under yaw +
     delta, measured like the root's own renders (bench.path_probes.measured): the yardstick
     printed, out/sheet.png beside the root's default. `record` (the candidate's description):
     also bench/results/latent-cond-NAME-WEIGHTS.json, a row of BENCHMARKS.md's generator table
     with the sample FD and embedding PSNR bench.latent gives a generator. `guards`: calibration
-    refuses the renders the demo's guards refuse (`render_guards`)."""
+    refuses the renders the demo's guards refuse (`render_guards`). `max_scale`: the largest
+    multiple of the wanted offset calibration may decode under."""
     import torch
 
     from bench.path_probes import latents_of, measured, root_sources
@@ -352,14 +354,15 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
                     reading = reader.predict(tried[-1]) - y0
                     return reading if guard is None else (reading, guard(decodes, tried[-1]))
 
-                found = calibrate(achieved_at, np.full(len(sources), float(d)), rounds, max_scale=2.0)
+                found = calibrate(achieved_at, np.full(len(sources), float(d)), rounds, max_scale=max_scale)
                 chosen = np.stack(tried)[np.maximum(found.best_round, 0), np.arange(len(sources))]
                 # no round passed the guards: the face stays unmoved, as in the render stage
                 cal[d] = np.where((found.best_round >= 0)[:, None, None, None], chosen, unmoved)
     per_face = lambda images: {(s, d): images[d][i] for d in deltas for i, s in enumerate(sources)}  # noqa: E731
     made = {f"{out.name}-{weights}": per_face(raw), f"{out.name}-{weights}-colour": per_face(kept)}
     if rounds:
-        made[f"{out.name}-{weights}-cal{rounds}-colour" + ("-guarded" if guards else "")] = per_face(cal)
+        made[f"{out.name}-{weights}-cal{rounds}" + (f"x{max_scale:g}" if max_scale != 2.0 else "") + "-colour"
+             + ("-guarded" if guards else "")] = per_face(cal)
     report = measured(root, made, out, config.image_size)
     print(json.dumps({"probe": out.name, "weights": weights, "step": int(state["step"]), "methods": report}, indent=1))
     if record:
@@ -368,6 +371,7 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
 
         command = (f"python -m bench.yaw_conditioned judge {out.name} --root {root} --weights {weights}"
                    + (f" --calibrate {rounds}" if rounds else "") + (" --guards" if guards else "")
+                   + (f" --max-scale {max_scale:g}" if max_scale != 2.0 else "")
                    + " --record DESCRIPTION")
         root_report = json.loads((Path(root) / "report" / "report.json").read_text())
         pe = root_report["pose_estimator"]
@@ -462,6 +466,8 @@ def main() -> None:
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
     ap.add_argument("--guards", action="store_true",
                     help="judge --calibrate: refuse the renders the demo's guards refuse (max_drift, max_novel_colour)")
+    ap.add_argument("--max-scale", type=float, default=2.0,
+                    help="judge --calibrate: the largest multiple of the wanted offset decoded (default 2)")
     ap.add_argument("--record", metavar="DESCRIPTION",
                     help="judge: write bench/results/latent-cond-NAME-WEIGHTS.json (BENCHMARKS.md's generator table)")
     args = ap.parse_args()
@@ -480,7 +486,7 @@ def main() -> None:
         else:
             train(out, args.minutes, args.faces)
     else:
-        judge(out, args.root, args.weights, args.calibrate, args.record, args.guards)
+        judge(out, args.root, args.weights, args.calibrate, args.record, args.guards, args.max_scale)
 
 
 if __name__ == "__main__":
