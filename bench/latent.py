@@ -112,9 +112,10 @@ def sample_noise(n: int, size: int):
     return noise_for_seeds(list(range(7_000_000, 7_000_000 + n)), (3, size, size))
 
 
-def sample_fd(root: str, report: dict, samples: np.ndarray, data: str) -> dict[str, float | None]:
-    """The Frechet distance of the judge's features between `samples` (uint8 [N,S,S,3]) and the
-    images of `data` (preprocessed like the model's input), and between two halves of the data."""
+def sample_fd(root: str, report: dict, samples, data: str) -> dict[str, float | None]:
+    """The Frechet distance of the judge's features between `samples` (uint8 [N,S,S,3], or a
+    function that draws them, called only when the root has a judge) and the images of `data`
+    (preprocessed like the model's input), and between two halves of the data."""
     import torch
 
     from headrot import storage
@@ -128,6 +129,7 @@ def sample_fd(root: str, report: dict, samples: np.ndarray, data: str) -> dict[s
         n_heldout=ec.pose_heldout, epochs=ec.pose_epochs))
     if judge is None:
         return {"sample_fd": None, "sample_fd_floor": None}
+    samples = samples() if callable(samples) else samples
     size = samples.shape[1]
     with torch.inference_mode():
         files = storage.list_files(storage.join(data, "img_align_celeba"), ".jpg")
@@ -185,7 +187,7 @@ def main() -> None:
         "steerers": report["pose_estimator"].get("steerers"),
         "primary": (config.get("evaluate") or {}).get("primary"),
         "methods": rows,
-        **sample_fd(args.root, report, generator_samples(generator), data),
+        **sample_fd(args.root, report, lambda: generator_samples(generator), data),
         "embedding_psnr_db": report["summary"].get("embedding_psnr_db"),
         "decodes_per_render": (summary.get("render") or {}).get("decodes_per_render"),
         "seconds": round(time.time() - started, 1),

@@ -382,7 +382,7 @@ def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | Non
             "reader": pe.get("reader") if rounds else None,
             "primary": list(made)[-1],
             "methods": report,
-            **sample_fd(root, root_report, conditional_samples(net, root), f"{root}/data"),
+            **sample_fd(root, root_report, lambda: conditional_samples(net, root), f"{root}/data"),
             "embedding_psnr_db": round(float(np.mean(psnr(unmoved, images))), 2),
             # as the render stage counts -cal: `rounds` decodes per nonzero delta, one shared G(z)
             "decodes_per_render": {**{m: 1.0 for m in made},

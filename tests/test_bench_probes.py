@@ -254,3 +254,16 @@ def test_identity_pairs_are_other_images_of_the_person_in_the_same_light(tmp_pat
     (other / "data").symlink_to(tmp_path / "data")
     with pytest.raises(ValueError, match="not these"):
         coupled_pairs(other, net, sources=20, kind="identity", inversions=first / "pairs.npz")
+
+
+def test_sample_fd_draws_no_samples_for_a_root_without_a_judge(tmp_path):
+    """bench.latent.sample_fd takes the samples or a function that draws them: without the root's
+    judge (real data: no pose estimator to read features with) it answers None and draws nothing."""
+    from bench.latent import sample_fd
+
+    def never():
+        raise AssertionError("sampled although there is no judge")
+
+    report = {"pose_estimator": {"image_size": 16, "seed": 1}}
+    assert sample_fd(str(tmp_path), report, never, str(tmp_path / "data")) == {"sample_fd": None,
+                                                                               "sample_fd_floor": None}
