@@ -6,6 +6,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
                                                [--pairs truth|identity] [--inversions PROBE]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
+    python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
 
 `train` writes a synthetic CelebA of its own (the demo generator's training seed, 3; 10 images per
 head) under runs/probes/NAME/data, adds a zero-initialised yaw embedding (sin/cos of 4 multiples of
@@ -30,6 +31,9 @@ contact sheet beside the root's default in runs/probes/NAME/sheet.png). `--guard
 calibration refuse the renders the demo's guards refuse (colour drift, novel colours): such a face
 stays at its last good pose, as in the render stage. `--record` writes the candidate's row of
 BENCHMARKS.md's generator table (bench/results/latent-cond-NAME-WEIGHTS.json).
+
+`export` writes the probe's weights as a headrot generator checkpoint with a yaw input
+(UNetConfig.yaw_harmonics): what the pipeline's `yaw` render method loads.
 
 What it found is in bench/NOTES.md ("The generator can draw the turned heads; no path to them on
 this model is clean" and the section after it).
@@ -419,6 +423,47 @@ def render_guards(unmoved: np.ndarray):
     return valid
 
 
+def export(out: Path, weights: str, to: Path) -> dict:
+    """The probe's checkpoint as a headrot generator checkpoint (headrot.model.checkpoint): the
+    demo generator's UNetConfig with yaw_harmonics set, `weights` (net or ema) under the UNet's
+    own names, so the pipeline's `yaw` render method loads it (render.yaw_generator). The probe's
+    YawConditioned(base, yaw_in) computes exactly what UNet(yaw_harmonics) does: checked here on
+    a batch before anything is written."""
+    import dataclasses
+
+    import torch
+
+    from headrot.model.checkpoint import load_model, save_model
+    from headrot.model.sampler import reverse_diffusion
+    from headrot.model.unet import UNet
+
+    base, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
+    probe = conditional(base)
+    harmonics = probe.yaw_in.in_features // 2
+    state = torch.load(out / "model.pt", weights_only=True)
+    probe.load_state_dict(state[weights])
+    cond_config = dataclasses.replace(config, yaw_harmonics=harmonics)
+    net = UNet(cond_config)
+    net.load_state_dict({k.removeprefix("base."): v for k, v in probe.state_dict().items()})
+    net.schedule = base.schedule
+    with torch.no_grad():
+        x, yaw = torch.randn(4, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)), \
+            torch.tensor([-40.0, -5.0, 12.5, 33.0])
+        probe.eval(), net.eval()
+        probe.yaw = yaw
+        from headrot.model.conditioning import at_yaw
+
+        gap = (reverse_diffusion(probe, x, 10) - reverse_diffusion(at_yaw(net, yaw), x, 10)).abs().max().item()
+    if gap > 1e-5:
+        raise RuntimeError(f"export: the UNet's yaw input draws {gap:.2e} away from the probe's; not written")
+    shown = to.resolve().relative_to(ROOT) if to.resolve().is_relative_to(ROOT) else to
+    info = {"probe": out.name, "weights": weights, "step": int(state["step"]),
+            "made_by": f"python -m bench.yaw_conditioned export {out.name} --weights {weights} --to {shown}"}
+    save_model(str(to), "generator", net, cond_config, extra={"yaw_conditioned": info}, schedule=base.schedule)
+    print(json.dumps({**info, "to": str(to), "bytes": to.stat().st_size}))
+    return info
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """dB per image of two uint8 batches [N,S,S,3]."""
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
@@ -449,7 +494,7 @@ def conditional_samples(net, root: str, n: int = 600) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "judge"])
+    ap.add_argument("command", choices=["train", "judge", "export"])
     ap.add_argument("name")
     ap.add_argument("--minutes", type=float, default=13.0)
     ap.add_argument("--faces", type=int, default=6000, help="synthetic training images (10 per head)")
@@ -468,6 +513,8 @@ def main() -> None:
                     help="judge --calibrate: refuse the renders the demo's guards refuse (max_drift, max_novel_colour)")
     ap.add_argument("--max-scale", type=float, default=2.0,
                     help="judge --calibrate: the largest multiple of the wanted offset decoded (default 2)")
+    ap.add_argument("--to", default=str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"),
+                    help="export: where the headrot generator checkpoint goes (default: the shipped demo asset)")
     ap.add_argument("--record", metavar="DESCRIPTION",
                     help="judge: write bench/results/latent-cond-NAME-WEIGHTS.json (BENCHMARKS.md's generator table)")
     args = ap.parse_args()
@@ -485,6 +532,8 @@ def main() -> None:
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz")
         else:
             train(out, args.minutes, args.faces)
+    elif args.command == "export":
+        export(out, args.weights, Path(args.to))
     else:
         judge(out, args.root, args.weights, args.calibrate, args.record, args.guards, args.max_scale)
 

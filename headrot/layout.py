@@ -5,7 +5,8 @@
       pipeline.json                     `headrot run`: what each stage did
       data/                             `headrot run` without --data: the synthetic CelebA it writes
       _LOCK                             one writer at a time (headrot.lock)
-      checkpoints/<kind>/model.pt       generator, embedder (headrot.train, or copied in by `headrot run`)
+      checkpoints/<kind>/model.pt       generator, embedder (headrot.train, or copied in by `headrot run`),
+                                        generator_yaw (the yaw methods' conditional generator)
       checkpoints/labeller/pose.npz     the method's own pose-and-light CNN (samples stage)
       checkpoints/labeller/reader.npz   its second one, another seed: what calibration reads
       checkpoints/labeller/steer-<seed>.npz  more of its kind: what the local steps follow, with it
@@ -82,7 +83,7 @@ class RunLayout:
         return self.path(CHECKPOINTS, kind)
 
     def model(self, kind: str) -> str:
-        """The exported weights of a trained network (generator, embedder)."""
+        """The exported weights of a trained network (generator, embedder, generator_yaw)."""
         return self.path(CHECKPOINTS, kind, "model.pt")
 
     @property

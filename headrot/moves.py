@@ -13,6 +13,9 @@ light-conditioned lines of `source` (`embeddings`, the paper's, alone is `headro
 render stage then applies the variant's norm and calibration (`place`) and keeps the unmoved
 render's colours (-colour: headrot.colour, before any calibration reading); `local` sources
 have no fit rows: each face's own step comes from the generator (headrot.local_directions).
+`yaw[-cal][-colour]` moves no latent at all: a yaw-conditioned generator inverts the source
+under its yaw and draws it under yaw + delta (headrot.model.conditioning; -cal scales the
+offset until the reader reads the change).
 
 Pure: numpy over the trajectories table (TrajectoryIndex); the render actor and the tests
 use it without Ray.
@@ -32,6 +35,8 @@ from headrot import trajectories as tr
 SOURCES = ("embeddings", "samples")   # direction sources of the fit (fit.sources)
 ORTHO = "_ortho"                      # the fit's rows of a source with the step off the nuisances
 LOCAL = "local"                       # the render-time source: no fit rows, a step per face
+YAW = "yaw"                           # the conditional generator's source: no move, another yaw
+RENDER_TIME = (LOCAL, YAW)            # sources without fit rows
 VARIANT_FLAGS = ("ortho", "norm", "cal", "colour")
 
 
@@ -43,7 +48,8 @@ VARIANT_FLAGS = ("ortho", "norm", "cal", "colour")
 class Variant:
     """A light-conditioned two-sided move: which lines, and what is done to the step."""
 
-    source: str             # embeddings | samples: whose latents the lines were fitted on; local: per face
+    source: str             # embeddings | samples: whose latents the lines were fitted on; local: per face;
+                            # yaw: the conditional generator's condition
     ortho: bool = False     # the step projected off the nuisance directions (fit rows <source>_ortho)
     norm: bool = False      # the moved latent rescaled to the source latent's norm
     cal: bool = False       # the step scaled per face until the reader (else the labeller) reads the requested change
@@ -56,11 +62,14 @@ class Variant:
 
 
 def parse_variant(method: str) -> Variant | None:
-    """`headrot` and `<source>[-ortho][-norm][-cal][-colour]` (flags in that order) -> Variant; None otherwise."""
+    """`headrot` and `<source>[-ortho][-norm][-cal][-colour]` (flags in that order; `yaw` takes only
+    -cal and -colour: it has no step to project or rescale) -> Variant; None otherwise."""
     if method == "headrot":
         return Variant("embeddings")
     source, *flags = method.split("-")
-    if source not in (*SOURCES, LOCAL) or flags != [f for f in VARIANT_FLAGS if f in flags]:
+    if source not in (*SOURCES, *RENDER_TIME) or flags != [f for f in VARIANT_FLAGS if f in flags]:
+        return None
+    if source == YAW and {"ortho", "norm"} & set(flags):
         return None
     return Variant(source, *(f in flags for f in VARIANT_FLAGS))
 
@@ -190,6 +199,7 @@ def move_of(method: str) -> Move:
         return MOVES[method]
     variant = parse_variant(method)
     if variant is None:
-        raise ValueError(f"unknown method {method!r}: use one of {list(METHODS)} or "
-                         f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}")
+        raise ValueError(f"unknown method {method!r}: use one of {list(METHODS)}, "
+                         f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}, "
+                         f"or {YAW}[-cal][-colour]")
     return two_sided("light_conditioned", variant.lines)

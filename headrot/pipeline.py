@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # The demo generator shipped with the package (see configs/demo-generator.yaml for how it was made).
 DEMO_GENERATOR = "demo_generator.pt"
+# The demo generator fine-tuned with a yaw input (bench.yaw_conditioned): what the yaw methods draw with.
+DEMO_YAW_GENERATOR = "demo_generator_yaw.pt"
 ALL_METHODS = ("headrot", "no_move", "light_agnostic", "single_direction", "centroid_path")
 
 
@@ -65,8 +67,8 @@ def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> d
         "samples": from_mapping(SamplesConfig, {**config.samples, "root": out, "generator": generator},
                                 "config.samples"),
         "fit": from_mapping(FitConfig, {**config.fit, "root": out}, "config.fit"),
-        "render": from_mapping(RenderConfig, {**config.render, "root": out,
-                                              "generator": generator}, "config.render"),
+        "render": from_mapping(RenderConfig, {**config.render, "root": out, "generator": generator,
+                                              "data": data}, "config.render"),
     }
     evaluate = _evaluate_module()
     if evaluate is not None and not config.skip_evaluate:
@@ -134,6 +136,25 @@ def resolve_generator(config: PipelineConfig, data: str, train_config) -> str:
     return target
 
 
+def resolve_yaw_generator(config: PipelineConfig, render) -> None:
+    """The yaw methods' generator, before any stage runs: render.yaw_generator, one already in the
+    run root, or the shipped demo one (on the synthetic demo data, as the plain generator); else
+    a clear error now rather than after the embed stage."""
+    if not render.has_yaw_methods():
+        return
+    target = render.yaw_generator_uri()
+    if storage.exists(target):
+        return
+    shipped = resources.files("headrot") / "assets" / DEMO_YAW_GENERATOR
+    if render.yaw_generator is None and not config.train_from_scratch and not config.data and shipped.is_file():
+        storage.write_bytes(target, shipped.read_bytes())
+        log.info("yaw generator: using the shipped demo model (%s)", DEMO_YAW_GENERATOR)
+        return
+    raise ValueError(f"render methods {[m for m in render.methods if m.startswith('yaw')]} need a yaw-conditioned "
+                     f"generator and {runs.redact_uri(target)} does not exist: give render.yaw_generator (README, "
+                     "Models: a yaw-conditioned generator), or leave the yaw methods out")
+
+
 def ensure_embedder(config: PipelineConfig, data: str, stages: dict[str, Any]) -> None:
     """Train the paper's embedder network when the embed method needs one and none is given."""
     embed = stages["embed"]
@@ -173,6 +194,7 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     train_config = stage_configs(config, data, None)["train"]
     generator = resolve_generator(config, data, train_config)
     stages = stage_configs(config, data, generator)
+    resolve_yaw_generator(config, stages["render"])
     ensure_embedder(config, data, stages)
     results: dict[str, Any] = {"config": runs._redact(to_mapping(config)), "data": runs.redact_uri(data),
                                "generator": runs.redact_uri(generator)}

@@ -32,6 +32,34 @@ def test_round_trip_same_outputs(tmp_path):
         torch.testing.assert_close(loaded(x, v), net(x, v), rtol=0, atol=0)
 
 
+def test_a_yaw_conditioned_generator_round_trips_with_its_yaw_input(tmp_path):
+    config = dataclasses.replace(TINY, yaw_harmonics=4)
+    torch.manual_seed(0)
+    net = UNet(config)
+    nn.init.normal_(net.output_conv.weight, std=0.1)
+    nn.init.normal_(net.yaw_in.weight)
+    uri = str(tmp_path / "generator_yaw.pt")
+    save_model(uri, "generator", net, config)
+    loaded, got, _ = load_model(uri, "generator")
+    assert got.yaw_harmonics == 4
+    x, v, yaw = torch.randn(2, 3, 16, 16), torch.rand(2, 1, 1, 1), torch.tensor([-20.0, 25.0])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, v, yaw=yaw), net(x, v, yaw=yaw), rtol=0, atol=0)
+
+
+def test_the_shipped_yaw_generator_is_the_demo_generator_with_a_yaw_input():
+    """headrot/assets/demo_generator_yaw.pt: the demo generator's network and schedule, a yaw input,
+    and the probe and step it was exported from (README, Models)."""
+    from importlib import resources
+
+    assets = resources.files("headrot") / "assets"
+    _, plain, _ = load_model(str(assets / "demo_generator.pt"), "generator")
+    model, config, extra = load_model(str(assets / "demo_generator_yaw.pt"), "generator")
+    assert config == dataclasses.replace(plain, yaw_harmonics=config.yaw_harmonics) and config.yaw_harmonics > 0
+    assert extra["yaw_conditioned"]["step"] > 0 and "export" in extra["yaw_conditioned"]["made_by"]
+    assert model.yaw_in.weight.abs().sum() > 0   # trained: the yaw does something
+
+
 def test_embedder_and_wrapped_models(tmp_path):
     config = dataclasses.replace(TINY, time_input=False)
     net = UNet(config)

@@ -213,3 +213,96 @@ def test_max_novel_colour_is_a_share_and_its_guard_refuses_a_blotch():
     assert RenderShards.both(np.array([True, True]), np.array([False, True])).tolist() == [False, True]
     shards.config = RenderConfig(root="r")
     assert shards.novel_guard(base) is None      # off by default
+
+
+def yaw_run(tmp_path) -> tuple[str, str, str]:
+    """make_run's root, a CelebA-layout folder with an image for each latents row, and a tiny
+    yaw-conditioned generator whose yaw input and output are not zero: (root, data, checkpoint)."""
+    import dataclasses
+
+    import torch
+    from PIL import Image
+
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import PRESETS, UNet
+
+    root, data = str(tmp_path / "run"), tmp_path / "data"
+    table = make_run(root)
+    (data / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for image_id in table.column("image_id").to_pylist():
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(data / "img_align_celeba" / image_id)
+    config = dataclasses.replace(PRESETS["tiny"], yaw_harmonics=4, zero_init_output=False)
+    torch.manual_seed(1)
+    net = UNet(config)
+    torch.nn.init.normal_(net.yaw_in.weight)
+    ckpt = str(tmp_path / "generator_yaw.pt")
+    save_model(ckpt, "generator", net, config)
+    return root, str(data), ckpt
+
+
+def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_plus_delta(tmp_path):
+    """yaw: no latent moves; the conditional generator inverts the source's image under the source's
+    yaw and draws that inversion at yaw + delta (delta 0: its own reconstruction, not G(z));
+    yaw-colour maps each render onto that reconstruction's colours."""
+    import torch
+
+    from headrot.colour import keep_colours
+    from headrot.data.images import decode_face
+    from headrot.model.checkpoint import load_model
+    from headrot.model.conditioning import at_yaw
+    from headrot.model.sampler import ddim_inversion, reverse_diffusion
+    from headrot.report.grid import to_uint8
+    from headrot.stages.render import RenderShards, calls_per_render
+
+    root, data, ckpt = yaw_run(tmp_path)
+    deltas = (-20, 0, 20)
+    config = RenderConfig(root=root, deltas=deltas, split="all", methods=("yaw", "yaw-colour", "no_move"), steps=2,
+                          data=data, yaw_generator=ckpt)
+    latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
+    out = RenderShards(config)({"latents_uri": [latents], "take": [3], "shard": ["part-00000"]})
+    n, size = int(out["n"][0]), int(out["size"][0])
+    images = np.frombuffer(out["images"][0], np.uint8).reshape(n, size, size, 3)
+    meta = tables.from_ipc(out["meta"][0])
+    method, delta = np.array(meta.column("method").to_pylist()), meta.column("delta").to_numpy()
+    assert set(meta.filter(pa.array(method == "yaw")).column("trajectory_key").to_pylist()) == {"yaw"}
+
+    source = tables.read_parquet(latents).slice(0, 3)
+    yaw = torch.from_numpy(source.column("yaw").to_numpy().astype(np.float32))
+    x = np.stack([decode_face((tmp_path / "data" / "img_align_celeba" / i).read_bytes(), size)
+                  for i in source.column("image_id").to_pylist()])
+    net, _, _ = load_model(ckpt, "generator")
+    with torch.no_grad():
+        z = ddim_inversion(at_yaw(net, yaw), torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1, 2, None, 5, 2)
+        expected = {d: to_uint8(reverse_diffusion(at_yaw(net, yaw + d), z, 2)) for d in deltas}
+    for d in deltas:
+        got = images[(method == "yaw") & (delta == d)]
+        assert np.abs(got.astype(int) - expected[d].astype(int)).max() <= 1
+        kept = images[(method == "yaw-colour") & (delta == d)]
+        assert np.abs(kept.astype(int) - keep_colours(expected[d], expected[0]).astype(int)).max() <= 1
+    assert not np.array_equal(expected[-20], expected[20])
+    # Its zero is its own reconstruction, not the plain generator's G(z).
+    assert not np.array_equal(images[(method == "yaw") & (delta == 0)], images[(method == "no_move") & (delta == 0)])
+    # Cost: the inversion's 32 calls at 2 steps are (5 + 1 * 3) / 2 decodes, then one per delta.
+    assert calls_per_render(config)["yaw"] == round((4 + 1 + 2) / 3, 3)
+
+
+def test_the_yaw_methods_refuse_what_they_cannot_use(tmp_path):
+    from headrot.moves import parse_variant
+    from headrot.stages.render import RenderShards
+
+    assert parse_variant("yaw-cal-colour").source == "yaw" and parse_variant("yaw-cal-colour").cal
+    for bad in ("yaw-ortho", "yaw-norm-cal"):
+        assert parse_variant(bad) is None
+        with pytest.raises(ValueError, match="yaw"):
+            RenderConfig(root="r", methods=(bad,))
+    root, data, ckpt = yaw_run(tmp_path)
+    with pytest.raises(ValueError, match="give render `data`"):
+        RenderShards(RenderConfig(root=root, methods=("yaw",), steps=2, yaw_generator=ckpt))
+    plain = storage.join(root, "checkpoints", "generator", "model.pt")
+    with pytest.raises(ValueError, match="no yaw input"):
+        RenderShards(RenderConfig(root=root, methods=("yaw",), steps=2, data=data, yaw_generator=plain))
+    config = RenderConfig(root=root, methods=("yaw",), steps=2, split="all", data=str(tmp_path), yaw_generator=ckpt)
+    latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
+    with pytest.raises(ValueError, match="img_align_celeba/.*the CelebA root these latents"):
+        RenderShards(config)({"latents_uri": [latents], "take": [2], "shard": ["part-00000"]})

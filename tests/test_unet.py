@@ -116,6 +116,37 @@ def test_a_condition_is_added_to_the_noise_embedding():
         UNet(dataclasses.replace(PRESETS["tiny"], time_input=False))(x.float(), condition=torch.zeros(2, dims))
 
 
+def test_a_yaw_input_starts_at_zero_and_then_draws_at_the_yaw_given():
+    """yaw_harmonics > 0: the yaw enters through a zero-initialised layer (the network starts as its
+    unconditional self), is required there and refused by a network without it."""
+    from headrot.model.conditioning import at_yaw
+
+    torch.manual_seed(0)
+    plain_config = dataclasses.replace(PRESETS["tiny"], zero_init_output=False)
+    plain = UNet(plain_config).double()
+    net = UNet(dataclasses.replace(plain_config, yaw_harmonics=4)).double()
+    net.load_state_dict({**plain.state_dict(), **{k: v for k, v in net.state_dict().items() if k.startswith("yaw_in")}})
+    x, v = torch.randn(3, 3, 16, 16, dtype=torch.float64), torch.rand(3, 1, 1, 1, dtype=torch.float64)
+    yaw = torch.tensor([-30.0, 0.0, 30.0])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, v, yaw=yaw), plain(x, v))          # zero layer: the base, exactly
+        torch.nn.init.normal_(net.yaw_in.weight)
+        turned = net(x, v, yaw=yaw)
+        assert not torch.allclose(turned, plain(x, v))
+        # Each row at its own yaw: row 1 alone at 0 is row 1 of the batch; at_yaw binds the same call.
+        torch.testing.assert_close(net(x[1:2], v[1:2], yaw=torch.tensor([0.0])), turned[1:2])
+        torch.testing.assert_close(at_yaw(net, yaw)(x, v), turned)
+        assert not torch.allclose(net(x, v, yaw=yaw + 20), turned)
+    with pytest.raises(ValueError, match="needs yaw"):
+        net(x, v)
+    with pytest.raises(ValueError, match="no yaw input"):
+        plain(x, v, yaw=yaw)
+    with pytest.raises(ValueError, match="no yaw input"):
+        at_yaw(plain, yaw)
+    with pytest.raises(ValueError, match="yaw_harmonics"):
+        UNetConfig(time_input=False, yaw_harmonics=4)
+
+
 def test_config_validation_and_from_mapping():
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(image_size=30, widths=(8, 16, 32))

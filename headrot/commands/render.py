@@ -1,6 +1,7 @@
 """headrot render --root ROOT [--deltas -30,-20,-10,0,10,20,30] [--split test] [--limit N]
                   [--methods headrot,no_move,...] [--out URI] [--format parquet|png]
                   [--generator CKPT] [--batch-size N] [--precision auto|fp32|bf16] [--compile]
+                  [--yaw-generator CKPT --data URI]   (the yaw methods)
 
 Builds a RenderConfig (a YAML `render:` section first, flags on top), joins Ray and runs
 headrot.stages.render.run_render; prints the summary as JSON.
@@ -14,6 +15,7 @@ FLAGS = {
     "root": "root", "deltas": "deltas", "split": "split", "limit": "limit", "methods": "methods",
     "out": "out", "format": "format", "generator": "generator", "batch_size": "batch_size",
     "steps": "steps", "max_actors": "max_actors", "precision": "precision", "compile": "compile",
+    "yaw_generator": "yaw_generator", "data": "data",
 }
 
 
@@ -25,10 +27,14 @@ def configure(parser) -> None:
     parser.add_argument("--split", choices=["train", "val", "test", "all"], help="sources to render (default test)")
     parser.add_argument("--limit", type=int, help="render only the first N sources of the split")
     parser.add_argument("--methods", help="comma list of headrot (default), no_move, light_agnostic, "
-                                          "single_direction, centroid_path")
+                                          "single_direction, centroid_path, <source>[-ortho][-norm][-cal][-colour] "
+                                          "(source embeddings, samples or local), yaw[-cal][-colour]")
     parser.add_argument("--out", metavar="URI", help="rotated folder (default <root>/rotated)")
     parser.add_argument("--format", choices=["parquet", "png"], help="png: also one PNG per render under images/")
     parser.add_argument("--generator", metavar="CKPT", help="default: <root>/checkpoints/generator/model.pt")
+    parser.add_argument("--yaw-generator", metavar="CKPT",
+                        help="yaw methods: a yaw-conditioned generator (default <root>/checkpoints/generator_yaw/model.pt)")
+    parser.add_argument("--data", metavar="URI", help="yaw methods: the CelebA root the latents were embedded from")
     parser.add_argument("--batch-size", type=int, help="renders per network call (default 64)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default 10, the paper's)")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")

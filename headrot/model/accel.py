@@ -166,8 +166,10 @@ def probe_batch_size(net, acc: Inference, image_size: int, requested: int, probe
     torch.cuda.reset_peak_memory_stats(acc.device)
     before = torch.cuda.memory_allocated(acc.device)
     x = acc.to_device(np.zeros((probe, 3, image_size, image_size), np.float32))
+    # A yaw-conditioned generator takes its yaw too (any yaw costs the same memory).
+    yaw = {"yaw": torch.zeros(probe, device=acc.device)} if getattr(getattr(net, "config", None), "yaw_harmonics", 0) else {}
     with torch.inference_mode(), acc.autocast():
-        net(x, torch.full((probe, 1, 1, 1), 0.5, device=acc.device))
+        net(x, torch.full((probe, 1, 1, 1), 0.5, device=acc.device), **yaw)
     torch.cuda.synchronize(acc.device)
     per_item = (torch.cuda.max_memory_allocated(acc.device) - before) / probe
     free, _total = torch.cuda.mem_get_info(acc.device)

@@ -41,6 +41,9 @@ class UNetConfig:
     time_input: bool = True                        # False: no noise-variance input (the embedder)
     norm_groups: int = 32                          # GroupNorm groups, reduced to gcd(groups, channels)
     zero_init_output: bool = True                  # last 1x1 conv starts at zero (output 0 at init)
+    yaw_harmonics: int = 0                         # > 0: a yaw input (sin/cos of this many multiples of
+                                                   # the yaw, through a linear layer added to the noise
+                                                   # embedding); 0: unconditional, the paper's network
 
     def __post_init__(self) -> None:
         levels = len(self.widths)
@@ -57,6 +60,9 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.embedding_dims must be even and >= 2 (sin and cos halves), got {self.embedding_dims}")
         if self.norm_groups < 1:
             raise ValueError(f"UNetConfig.norm_groups must be >= 1, got {self.norm_groups}")
+        if self.yaw_harmonics < 0 or (self.yaw_harmonics and not self.time_input):
+            raise ValueError(f"UNetConfig.yaw_harmonics must be >= 0, and 0 without a noise-variance input "
+                             f"(the embedder), got {self.yaw_harmonics} with time_input={self.time_input}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
 
@@ -121,6 +127,14 @@ def sinusoidal_embedding(x: torch.Tensor, dims: int, min_frequency: float, max_f
     return torch.cat([torch.sin(angular_speeds * x), torch.cos(angular_speeds * x)], dim=1)
 
 
+def yaw_features(yaw: torch.Tensor, harmonics: int, n: int) -> torch.Tensor:
+    """[N] degrees (or one number, broadcast to n) -> [N, 2*harmonics]: sin then cos of k*yaw, k = 1..harmonics.
+    In float32 whatever the network's precision: a degree is a small angle in bf16."""
+    rad = torch.as_tensor(yaw, dtype=torch.float32).reshape(-1, 1).expand(n, 1) * (math.pi / 180)
+    k = torch.arange(1, harmonics + 1, dtype=torch.float32, device=rad.device)
+    return torch.cat([torch.sin(rad * k), torch.cos(rad * k)], 1)
+
+
 # ---------------------------------------------------------------------------
 # Network
 
@@ -128,7 +142,9 @@ def sinusoidal_embedding(x: torch.Tensor, dims: int, min_frequency: float, max_f
 class UNet(nn.Module):
     """forward(noisy_images [N,C,S,S], noise_variances [N,1,1,1]) -> pred_noises [N,out,S,S].
 
-    With config.time_input False: forward(images) -> [N,out,S,S] (the embedder)."""
+    With config.time_input False: forward(images) -> [N,out,S,S] (the embedder). With
+    config.yaw_harmonics > 0: forward(noisy_images, noise_variances, yaw=[N] degrees), a generator
+    that draws its head at the yaw it is given (headrot.model.conditioning)."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -136,6 +152,13 @@ class UNet(nn.Module):
         c = config
         self.input_conv = _conv(c.in_channels, c.widths[0], 1)
         channels = c.widths[0] + (c.embedding_dims if c.time_input else 0)
+        if c.yaw_harmonics:
+            # The guided-diffusion way of conditioning: an embedding of the condition added to the
+            # noise embedding. Zero-initialised, so a yaw input added to a trained network starts
+            # as that network, to the bit (how the demo's conditional generator was fine-tuned).
+            self.yaw_in = nn.Linear(2 * c.yaw_harmonics, c.embedding_dims)
+            nn.init.zeros_(self.yaw_in.weight)
+            nn.init.zeros_(self.yaw_in.bias)
 
         # Down levels: each residual block's output is a skip, then a 2x2 average pool.
         skip_channels: list[int] = []
@@ -170,11 +193,18 @@ class UNet(nn.Module):
             nn.init.zeros_(self.output_conv.weight)
 
     def forward(self, noisy_images: torch.Tensor, noise_variances: torch.Tensor | None = None,
-                condition: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None, yaw: torch.Tensor | None = None) -> torch.Tensor:
         """`condition` [N, embedding_dims] (optional) is added to the noise-variance embedding: how a
         conditional generator is built on this network (class or pose embeddings, as in guided
-        diffusion). None: the unconditional network, as trained."""
+        diffusion). None: the unconditional network, as trained. `yaw` [N] (degrees): the yaw a
+        network with config.yaw_harmonics draws its head at, required there and refused elsewhere."""
         c = self.config
+        if (yaw is None) != (not c.yaw_harmonics):
+            raise ValueError("UNet.forward: a yaw-conditioned generator (yaw_harmonics > 0) needs yaw= [N] degrees"
+                             if yaw is None else "UNet.forward: this network has no yaw input (yaw_harmonics=0)")
+        if yaw is not None:
+            yaw_embedding = self.yaw_in(yaw_features(yaw, c.yaw_harmonics, noisy_images.shape[0]).to(noisy_images))
+            condition = yaw_embedding if condition is None else condition + yaw_embedding
         x = self.input_conv(noisy_images)
         if c.time_input:
             if noise_variances is None:

@@ -6,7 +6,9 @@
     -> write_shard (CPU task): PNG-encode, write the shard's Parquet (and PNGs with --format png)
     -> contact sheets (driver) -> rotated/_SUCCESS last.
 
-Methods (how z moves): headrot.moves, a table of move functions. A Variant
+Methods (how z moves): headrot.moves, a table of move functions; `yaw[-cal][-colour]` moves no
+latent: a yaw-conditioned generator (render.yaw_generator) inverts each source's image under
+its yaw and draws it under yaw + delta. A Variant
 `<source>[-ortho][-norm][-cal][-colour]` is moved here with its norm (`place`), its calibration
 (-cal: per face, the step scaled until the samples stage's reader, a second labeller the steps
 were not computed from, reads the requested yaw change, `calibration_rounds` decodes per
@@ -37,7 +39,7 @@ from headrot.config import to_mapping
 from headrot.layout import RunLayout
 from headrot.lock import locked
 from headrot.stages import sharding
-from headrot.moves import LOCAL, METHODS, SOURCES, TrajectoryIndex, Variant, move_of, parse_variant, place
+from headrot.moves import LOCAL, METHODS, SOURCES, YAW, TrajectoryIndex, Variant, move_of, parse_variant, place
 from headrot.stages.fit import SPLITS
 from headrot.stages.protocol import Stage, run_stage
 from headrot.stages.samples import labeller_key, steerer_keys
@@ -63,6 +65,15 @@ class RenderConfig:
     out: str | None = None                                        # rotated folder (default <root>/rotated)
     format: Literal["parquet", "png"] = "parquet"                 # png: also one PNG per render
     generator: str | None = None                                  # default <root>/checkpoints/generator/model.pt
+    yaw_generator: str | None = None                              # yaw methods: a yaw-conditioned generator
+                                                                  # (default <root>/checkpoints/generator_yaw/model.pt)
+    data: str | None = None                                       # yaw methods: the CelebA root the latents came
+                                                                  # from (they invert the sources' images)
+    inversion_iterations: tuple[int, int] = (5, 2)                # yaw methods: the embed stage's inversion
+    yaw_guards: bool = False                                      # yaw -cal: also refuse what max_drift and
+                                                                  # max_novel_colour refuse (off: on the demo they
+                                                                  # stopped light hair at +10, already recoloured,
+                                                                  # and cost pose; bench/NOTES.md)
     batch_size: int = 64                                          # renders per network call
     steps: int = 10                                               # DDIM steps (the paper's 10)
     max_actors: int | None = None                                 # model actors (default: one per GPU, else 1)
@@ -92,8 +103,9 @@ class RenderConfig:
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)} or "
-                             f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}")
+            raise ValueError(f"render: methods {list(self.methods)}: use distinct ones of {list(METHODS)}, "
+                             f"<source>[-ortho][-norm][-cal][-colour] with a source of {[*SOURCES, LOCAL]}, "
+                             f"or {YAW}[-cal][-colour]")
         if self.local_segment < 0:
             raise ValueError("render: local_segment must be >= 0 (0: one linearisation at the source)")
         if self.calibration_rounds < 1:
@@ -132,6 +144,12 @@ class RenderConfig:
 
     def generator_uri(self) -> str:
         return self.generator or RunLayout(self.root).model("generator")
+
+    def yaw_generator_uri(self) -> str:
+        return self.yaw_generator or RunLayout(self.root).model("generator_yaw")
+
+    def has_yaw_methods(self) -> bool:
+        return any((v := parse_variant(m)) is not None and v.source == YAW for m in self.methods)
 
     def trajectories_uri(self) -> str:
         return RunLayout(self.root).trajectories_table
@@ -172,6 +190,13 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
             leg_share = (config.steps - k) / config.steps
             jac = jacobian_decodes(n_readings(config.local_keep))
             out[m] = round((jacobians * jac * share + legs * rounds * leg_share + k / config.steps + 1) / n_d, 3)
+        elif v is not None and v.source == YAW:
+            # Its own inversion (headrot.model.sampler.ddim_inversion's network calls, in decodes of
+            # `steps` calls), its own unmoved render, then one decode (or `rounds`) per nonzero delta.
+            nonzero = sum(1 for d in config.deltas if d != 0)
+            fixed_point, per_step = config.inversion_iterations
+            inversion = (fixed_point + (config.steps - 1) * (1 + per_step)) / config.steps
+            out[m] = round((inversion + 1 + nonzero * rounds) / n_d, 3)
         elif v is not None and v.cal:
             nonzero = sum(1 for d in config.deltas if d != 0)
             out[m] = round((nonzero * rounds + 1) / n_d, 3)
@@ -229,9 +254,27 @@ class RenderShards:
             # What the local steps follow: the labeller, or its mean with the steering networks.
             steerers = [load_labeller(layout.steerer(key["seed"]), key) for key in steerer_keys(config.root)]
             self.steer = MeanReading([self.labeller, *steerers]) if steerers else self.labeller
+        self.yaw_model = self.load_yaw_generator() if config.has_yaw_methods() else None
         self.steps = config.steps
         self.actor = sharding.actor_name()
         self.calls = 0
+
+    def load_yaw_generator(self):
+        """The yaw methods' generator, checked: a yaw input, the main generator's image size."""
+        from headrot.model.checkpoint import load_model
+
+        uri = self.config.yaw_generator_uri()
+        if not self.config.data:
+            raise ValueError("render: the yaw methods invert their sources' images: give render `data`, the "
+                             "CelebA root the latents were embedded from (`headrot run` sets it)")
+        model, config, _ = load_model(uri, "generator", map_location=self.device)
+        if not config.yaw_harmonics:
+            raise ValueError(f"{runs.redact_uri(uri)} has no yaw input (yaw_harmonics=0): the yaw methods need a "
+                             "yaw-conditioned generator (README, Models: `python -m bench.yaw_conditioned export`)")
+        if config.image_size != self.model_config.image_size:
+            raise ValueError(f"{runs.redact_uri(uri)} draws {config.image_size}x{config.image_size} images, the "
+                             f"generator {self.model_config.image_size}x{self.model_config.image_size}: one size per run")
+        return self.acc.prepare(model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -255,6 +298,49 @@ class RenderShards:
                 out[s:s + self.batch_size] = to_uint8(reverse_diffusion(self.model, x, steps=self.steps,
                                                                         start_step=start_step))
         return out
+
+    def decode_at_yaw(self, latents: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+        """uint8 [N,S,S,3]: latents [N,3,S,S] drawn by the yaw-conditioned generator at yaws [N] degrees."""
+        from headrot.model.conditioning import at_yaw
+        from headrot.model.sampler import reverse_diffusion
+        from headrot.report.grid import to_uint8
+
+        size = self.model_config.image_size
+        out = np.zeros((len(latents), size, size, 3), np.uint8)
+        for s in range(0, len(latents), self.batch_size):
+            with self.acc.busy.timing(), self.acc.autocast():
+                x = self.acc.to_device(np.ascontiguousarray(latents[s:s + self.batch_size], np.float32))
+                net = at_yaw(self.yaw_model, yaws[s:s + self.batch_size])
+                out[s:s + self.batch_size] = to_uint8(reverse_diffusion(net, x, steps=self.steps))
+        return out
+
+    def invert_at_yaw(self, images: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+        """float64 [N,3,S,S]: each uint8 image [N,S,S,3] inverted by the yaw-conditioned generator under
+        its own yaw, as the embed stage inverts (its DDIM steps and iterations)."""
+        from headrot.model.conditioning import at_yaw
+        from headrot.model.sampler import ddim_inversion
+
+        out = np.zeros((len(images), 3, *images.shape[1:3]))
+        for s in range(0, len(images), self.batch_size):
+            with self.acc.busy.timing(), self.acc.autocast():
+                x = self.acc.to_device(np.ascontiguousarray(images[s:s + self.batch_size])).permute(0, 3, 1, 2).float()
+                net = at_yaw(self.yaw_model, yaws[s:s + self.batch_size])
+                out[s:s + self.batch_size] = ddim_inversion(net, x / 127.5 - 1.0, self.steps, None,
+                                                            *self.config.inversion_iterations).float().cpu().numpy()
+        return out
+
+    def source_images(self, ids: list[str]) -> np.ndarray:
+        """uint8 [N,S,S,3]: the sources' images from render.data, decoded as the embed stage decodes them."""
+        from headrot.data.dataset import decode_batch
+        from headrot.data.index import IMAGES_DIR
+
+        paths = [storage.join(self.config.data, IMAGES_DIR, i) for i in ids]
+        decoded = decode_batch({"path": np.array(paths, dtype=object)}, self.model_config.image_size)
+        for path, reason in zip(paths, decoded["reject_reason"]):
+            if reason:
+                raise ValueError(f"render: {runs.redact_uri(path)}: {reason}; the yaw methods invert each source's "
+                                 "image: give render `data` the CelebA root these latents were embedded from")
+        return decoded["image"]
 
     def advance(self, latents: np.ndarray, to_step: int) -> np.ndarray:
         """float64 [N,3,S,S]: the sampler's path from each latent after `to_step` of its steps."""
@@ -324,19 +410,49 @@ class RenderShards:
         """Per delta, the renders of each source with its step scaled until the reader reads
         the requested yaw change from `base` (the unmoved renders); every round's decode is kept,
         so the chosen round's images are the output. (images per delta, scales [D,N], read [D,N])."""
-        n, n_d = len(z), len(self.deltas)
         nonzero = [d for d, delta in enumerate(self.deltas) if delta != 0]
-        y0 = self.reader.predict(base)
         z_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0]
         m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
+        return self.calibrate(lambda scale: self.decode(place(z_rep, m_rep, scale, norm)), colour, base)
+
+    def conditioned(self, src: "Sources", variant: Variant) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per delta, each source drawn by the yaw-conditioned generator at yaw + delta from its own
+        inversion under its yaw (-cal: the offset scaled until the reader reads delta); delta 0 is
+        that generator's reconstruction, which -colour maps every render onto. (images per delta,
+        scales [D,N], reads [D,N])."""
+        n = len(src.z)
+        z = self.invert_at_yaw(self.source_images(src.table.column("image_id").to_pylist()), src.yaw)
+        base = self.decode_at_yaw(z, src.yaw)
+        nonzero = [delta for delta in self.deltas if delta != 0]
+        z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
+        wanted = np.repeat(np.asarray(nonzero, np.float64), n)
+        decode_at = lambda scale: self.decode_at_yaw(z_rep, yaw_rep + scale * wanted)  # noqa: E731
+        if variant.cal:
+            return self.calibrate(decode_at, variant.colour, base, guarded=self.config.yaw_guards)
+        images = self.recoloured(decode_at(np.ones(len(wanted))), base, variant.colour)
+        per_delta, k = [], 0
+        for delta in self.deltas:
+            per_delta.append(base if delta == 0 else images[k * n:(k + 1) * n])
+            k += delta != 0
+        return per_delta, np.ones((len(self.deltas), n)), np.full((len(self.deltas), n), np.nan)
+
+    def calibrate(self, decode_at, colour: bool, base: np.ndarray,
+                  guarded: bool = True) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """The -cal loop of every source of a move: `decode_at(scale [K*N])` decodes the K nonzero
+        deltas' renders (delta-major) with each one's move scaled; rounds until the reader reads
+        the wanted change from `base`, the guards (when `guarded`) refusing what breaks (a face no
+        round passes stays at `base`). (images per delta, scales [D,N], read [D,N])."""
+        n, n_d = len(base), len(self.deltas)
+        nonzero = [d for d, delta in enumerate(self.deltas) if delta != 0]
+        y0 = self.reader.predict(base)
         wanted = np.repeat(np.asarray([self.deltas[d] for d in nonzero], np.float64), n)
         rounds: list[np.ndarray] = []
 
-        valid_of = self.drift_guard(base, len(nonzero))
-        novel_of = self.novel_guard(base, len(nonzero))
+        valid_of = self.drift_guard(base, len(nonzero)) if guarded else None
+        novel_of = self.novel_guard(base, len(nonzero)) if guarded else None
 
         def achieved_at(scale: np.ndarray):
-            raw = self.decode(place(z_rep, m_rep, scale, norm))
+            raw = decode_at(scale)
             # The drift guard judges the decoded render: -colour would hide the drift it looks for.
             valid = valid_of(raw) if valid_of is not None else None
             rounds.append(self.recoloured(raw, base, colour))
@@ -471,10 +587,10 @@ class RenderShards:
         plain_pos, plain_z, later, recolour = [], [], [], []
         for m, method in enumerate(self.methods):
             variant = self.variants[method]
-            if variant is not None and variant.source == LOCAL:
+            if variant is not None and variant.source in (LOCAL, YAW):
                 for d in range(n_d):
                     pos = self.positions(n, m, d)
-                    out.fallback[pos], out.traj_key[pos] = "none", LOCAL
+                    out.fallback[pos], out.traj_key[pos] = "none", variant.source
                 later.append((m, variant, None))
                 continue
             moves = []
@@ -498,8 +614,12 @@ class RenderShards:
             for pos in recolour:
                 out.images[pos] = self.recoloured(out.images[pos], base, True)
             for m, variant, moves in later:
-                images, scales, read = (self.local(src.z, variant, base) if moves is None
-                                        else self.calibrated(src.z, moves, variant.norm, variant.colour, base))
+                if variant.source == YAW:
+                    images, scales, read = self.conditioned(src, variant)
+                elif moves is None:
+                    images, scales, read = self.local(src.z, variant, base)
+                else:
+                    images, scales, read = self.calibrated(src.z, moves, variant.norm, variant.colour, base)
                 for d in range(n_d):
                     pos = self.positions(n, m, d)
                     out.images[pos], out.step_scale[pos], out.labeller_read[pos] = images[d], scales[d], read[d]
@@ -634,8 +754,11 @@ def _fingerprint(config: RenderConfig, files: list[str]) -> str:
         "trajectories": runs.hash_uris([storage.join(layout.trajectories, storage.SUCCESS)]),
         "samples": runs.hash_uris([storage.join(layout.samples, storage.SUCCESS)]),
         "generator": runs.hash_uris([config.generator_uri()]),
+        **({"yaw_generator": runs.hash_uris([config.yaw_generator_uri()])} if config.has_yaw_methods() else {}),
+        # `data` is covered by the latents' fingerprint (the embed stage's covers its data).
         "config": {k: v for k, v in to_mapping(config).items()
-                   if k not in ("root", "batch_size", "max_actors", "generator", "sheet_sources", "compile")},
+                   if k not in ("root", "batch_size", "max_actors", "generator", "yaw_generator", "data",
+                                "sheet_sources", "compile")},
     })
 
 
@@ -651,6 +774,9 @@ def run_render(config: RenderConfig) -> dict[str, Any]:
     if not storage.exists(config.generator_uri()):
         raise ValueError(f"generator checkpoint {runs.redact_uri(config.generator_uri())} not found: "
                          "train one with `headrot train generator` or pass --generator")
+    if config.has_yaw_methods() and not storage.exists(config.yaw_generator_uri()):
+        raise ValueError(f"yaw-conditioned generator {runs.redact_uri(config.yaw_generator_uri())} not found: the yaw "
+                         "methods need one (render.yaw_generator; README, Models)")
     items = plan_shards(config, files)
     todo = sharding.pending(out_dir, [i["shard"] for i in items])
     # A render into another folder is a stage of its own in run.json.
