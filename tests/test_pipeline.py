@@ -90,3 +90,23 @@ def test_shipped_training_configs_validate_and_build_their_network(path):
 
 def test_the_training_configs_are_found():
     assert {p.name for p in TRAINING_CONFIGS} >= {"demo-generator.yaml", "demo-generator-v3.yaml"}
+
+
+def test_the_yaw_methods_get_the_shipped_yaw_generator_on_the_demo_and_an_error_elsewhere(tmp_path):
+    """Checked before any stage runs: the synthetic demo copies demo_generator_yaw.pt into the run
+    root; a run on the user's data without render.yaw_generator stops with what to give."""
+    from headrot.layout import RunLayout
+    from headrot.pipeline import resolve_yaw_generator, stage_configs
+
+    demo = PipelineConfig(out=str(tmp_path / "demo"), render={"methods": ["yaw-cal-colour", "no_move"]})
+    resolve_yaw_generator(demo, stage_configs(demo, "d", "g.pt")["render"])
+    copied = Path(RunLayout(demo.out).model("generator_yaw"))
+    shipped = Path(__file__).resolve().parents[1] / "headrot" / "assets" / "demo_generator_yaw.pt"
+    assert copied.read_bytes() == shipped.read_bytes()
+    user = PipelineConfig(out=str(tmp_path / "user"), data=str(tmp_path / "celeba"),
+                          render={"methods": ["yaw-cal-colour"]})
+    with pytest.raises(ValueError, match="need a yaw-conditioned generator.*render.yaw_generator"):
+        resolve_yaw_generator(user, stage_configs(user, user.data, "g.pt")["render"])
+    plain = PipelineConfig(out=str(tmp_path / "plain"), data=str(tmp_path / "celeba"), render={"methods": ["headrot"]})
+    resolve_yaw_generator(plain, stage_configs(plain, plain.data, "g.pt")["render"])
+    assert not (tmp_path / "plain").exists()
