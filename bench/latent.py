@@ -105,6 +105,55 @@ def generator_samples(generator: str, n: int = 600) -> np.ndarray:
                                for s in range(0, n, 100)])
 
 
+def labelled_yaws(root: str, n: int) -> np.ndarray:
+    """n yaws drawn (seeded) from the root's labelled ones (its latents; NaN labels never): what a
+    yaw-conditioned generator's FD samples are drawn under, the data's own spread."""
+    import pyarrow.parquet as pq
+
+    yaws = np.concatenate([pq.read_table(f, columns=["yaw"]).column("yaw").to_numpy()
+                           for f in sorted(Path(root, "latents").glob("part-*.parquet"))])
+    return np.random.default_rng(0).choice(yaws[np.isfinite(yaws)], n).astype(np.float32)
+
+
+def yaw_generator_samples(generator: str, root: str, n: int = 600) -> np.ndarray:
+    """uint8 [n,S,S,3]: a yaw-conditioned generator checkpoint's samples from the FD noise, each
+    under a yaw of the root's labels (`labelled_yaws`)."""
+    import torch
+
+    from headrot.model.checkpoint import load_model
+    from headrot.model.conditioning import at_yaw
+    from headrot.model.sampler import reverse_diffusion
+    from headrot.report.grid import to_uint8
+
+    model, config, _ = load_model(generator, "generator")
+    noise, yaws = sample_noise(n, config.image_size), labelled_yaws(root, n)
+    with torch.inference_mode():
+        return np.concatenate([to_uint8(reverse_diffusion(at_yaw(model, yaws[s:s + 100]), noise[s:s + 100], steps=10))
+                               for s in range(0, n, 100)])
+
+
+def reconstruction_psnr(root: str, method: str, data: str) -> float | None:
+    """Mean PSNR (dB) of `method`'s delta-0 renders (rotated/) against their source images: the
+    embedding PSNR of a method that embeds its sources itself (yaw: the conditional inversion)."""
+    import io
+
+    import pyarrow.compute as pc
+    from PIL import Image
+
+    from headrot import storage, tables
+    from headrot.data.images import decode_face
+
+    values = []
+    for f in storage.list_files(f"{root}/rotated", ".parquet"):
+        t = tables.read_parquet(f)
+        t = t.filter(pc.and_(pc.equal(t.column("method"), method), pc.equal(t.column("delta"), 0)))
+        for source, image in zip(t.column("source_id").to_pylist(), t.column("image").to_pylist()):
+            render = np.asarray(Image.open(io.BytesIO(image["bytes"])).convert("RGB"), np.float64)
+            truth = decode_face(storage.read_bytes(f"{data}/img_align_celeba/{source}"), render.shape[0]).astype(np.float64)
+            values.append(10 * np.log10(255.0 ** 2 / max(((render - truth) ** 2).mean(), 1e-10)))
+    return round(float(np.mean(values)), 2) if values else None
+
+
 def sample_noise(n: int, size: int):
     """x_T of the FD samples: seeds far from the samples stage's and the training's draws."""
     from headrot.model.sampler import noise_for_seeds
@@ -177,18 +226,30 @@ def main() -> None:
     rows = {m: yardstick(metrics, m) for m in render["methods"]}
     generator = args.generator or str(ROOT / "headrot" / "assets" / "demo_generator.pt")
     data = config.get("data") or f"{args.root}/data"
+    primary = (config.get("evaluate") or {}).get("primary")
+    # A yaw primary draws with the yaw-conditioned generator: its samples (under the data's yaws)
+    # and its own inversion are the row's sample FD and embedding PSNR; the plain one's beside them.
+    yaw_primary = primary is not None and primary.split("-")[0] == "yaw"
+    yaw_generator = f"{args.root}/checkpoints/generator_yaw/model.pt"
+    fd = sample_fd(args.root, report, (lambda: yaw_generator_samples(yaw_generator, args.root)) if yaw_primary
+                   else (lambda: generator_samples(generator)), data)
     result = {
-        "generator": args.generator or "headrot/assets/demo_generator.pt (shipped)",
+        "generator": (args.generator or "headrot/assets/demo_generator.pt (shipped)")
+        + (" + its yaw-conditioned fine-tune, headrot/assets/demo_generator_yaw.pt (shipped)" if yaw_primary else ""),
         "root": args.root,
         "sources": report["summary"]["n_sources"],
         "judge": {k: report["pose_estimator"].get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},
         "labeller": report["pose_estimator"].get("labeller"),
         "reader": report["pose_estimator"].get("reader"),
         "steerers": report["pose_estimator"].get("steerers"),
-        "primary": (config.get("evaluate") or {}).get("primary"),
+        "primary": primary,
         "methods": rows,
-        **sample_fd(args.root, report, lambda: generator_samples(generator), data),
-        "embedding_psnr_db": report["summary"].get("embedding_psnr_db"),
+        **fd,
+        **({"sample_fd_plain_generator": sample_fd(args.root, report, lambda: generator_samples(generator),
+                                                   data)["sample_fd"]} if yaw_primary else {}),
+        "embedding_psnr_db": reconstruction_psnr(args.root, primary, data) if yaw_primary
+        else report["summary"].get("embedding_psnr_db"),
+        **({"embedding_psnr_db_plain_generator": report["summary"].get("embedding_psnr_db")} if yaw_primary else {}),
         "decodes_per_render": (summary.get("render") or {}).get("decodes_per_render"),
         "seconds": round(time.time() - started, 1),
         "command": "python -m bench.latent " + " ".join(

@@ -473,21 +473,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def conditional_samples(net, root: str, n: int = 600) -> np.ndarray:
     """uint8 [n,S,S,3]: samples of the conditional generator from bench.latent's FD noise, each
     under a yaw drawn from the root's labelled yaws (its latents), as the data's own spread."""
-    import pyarrow.parquet as pq
     import torch
 
-    from bench.latent import sample_noise
+    from bench.latent import labelled_yaws, sample_noise
     from headrot.model.sampler import reverse_diffusion
     from headrot.report.grid import to_uint8
 
-    yaws = np.concatenate([pq.read_table(f, columns=["yaw"]).column("yaw").to_numpy()
-                           for f in sorted(Path(root, "latents").glob("part-*.parquet"))])
-    yaws = np.random.default_rng(0).choice(yaws[np.isfinite(yaws)], n)
+    yaws = labelled_yaws(root, n)
     noise = sample_noise(n, net.base.config.image_size)
     out = []
     with torch.inference_mode():
         for s in range(0, n, 100):
-            net.yaw = torch.from_numpy(yaws[s:s + 100]).float()
+            net.yaw = torch.from_numpy(yaws[s:s + 100])
             out.append(to_uint8(reverse_diffusion(net, noise[s:s + 100], 10, net.schedule)))
     return np.concatenate(out)
 
