@@ -1,6 +1,6 @@
 """Is a candidate generator better than the shipped one, or did the 32 test faces fall its way?
 
-    python -m bench.compare_roots BASE_ROOT CAND_ROOT [CAND_ROOT ...] [--method M] [--n 1000]
+    python -m bench.compare_roots BASE_ROOT CAND_ROOT [CAND_ROOT ...] [--method M] [--base-method B] [--n 1000]
 
 Each root is one that `bench.latent` (or `make demo`) evaluated, on the same source faces. A
 paired bootstrap over those faces: draw the sources with replacement, compute `bench.latent`'s
@@ -8,6 +8,9 @@ figures on the draw in both roots, and keep the candidate-minus-base difference 
 error and of the worst PSNR gain over no_move. Prints, for each candidate, the median difference,
 its 90% interval and how often the candidate came out better. Pairing matters: the faces that are
 hard to turn are hard for every generator, so the difference varies far less than either figure.
+`--base-method B`: the base root's method B against the candidates' M (two methods of one root:
+`python -m bench.compare_roots runs/demo runs/demo --method yaw-cal-colour --base-method
+local-ortho-norm-cal-colour`).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from bench.latent import yardstick
 
-PRIMARY = "local-ortho-norm-cal-colour"
+PRIMARY = "yaw-cal-colour"   # the demo's evaluate.primary
 
 
 def _figures(metrics, method: str) -> tuple[float, float]:
@@ -33,8 +36,12 @@ def _draw(groups: dict, picks: np.ndarray):
     return pd.concat([groups[s].assign(source_id=f"{s}#{k}") for k, s in enumerate(picks)], ignore_index=True)
 
 
-def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0) -> dict:
-    """Paired bootstrap of candidate-minus-base pose error (deg) and worst PSNR gain (dB)."""
+def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0, base_method: str | None = None) -> dict:
+    """Paired bootstrap of candidate-minus-base pose error (deg) and worst PSNR gain (dB); the base's
+    `base_method` (default `method`) against the candidate's `method`."""
+    if base_method not in (None, method):
+        base = base[base.method.isin([base_method, "no_move"])].copy()
+        base.loc[base.method == base_method, "method"] = method
     sources = sorted(base[base.method == method].source_id.unique())
     theirs = sorted(candidate[candidate.method == method].source_id.unique())
     if sources != theirs:
@@ -55,7 +62,8 @@ def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0
                 "interval_90": [round(float(lo), 3), round(float(hi), 3)],
                 "p_candidate_better": round(float(better.mean()), 3)}
 
-    return {"method": method, "sources": len(sources), "draws": n,
+    return {"method": method, **({"base_method": base_method} if base_method not in (None, method) else {}),
+            "sources": len(sources), "draws": n,
             "pose_error_diff_deg": summary(pose, p1 - p0, pose < 0),
             "worst_psnr_gain_diff_db": summary(gain, g1 - g0, gain > 0)}
 
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("base", help="the shipped model's root (e.g. runs/demo)")
     ap.add_argument("candidates", nargs="+", help="roots of the candidates, made on the same faces")
     ap.add_argument("--method", default=PRIMARY)
+    ap.add_argument("--base-method", default=None, help="the base root's method (default: --method)")
     ap.add_argument("--n", type=int, default=1000, help="bootstrap draws")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -77,7 +86,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = read(args.base)
     out = []
     for root in args.candidates:
-        row = {"base": args.base, "candidate": root, **compare(base, read(root), args.method, args.n, args.seed)}
+        row = {"base": args.base, "candidate": root, **compare(base, read(root), args.method, args.n, args.seed,
+                                                                         args.base_method)}
         print(json.dumps(row))
         out.append(row)
     return out

@@ -139,6 +139,8 @@ def test_compare_roots_pairs_the_faces():
     """bench.compare_roots: a candidate 2 degrees closer on every face is better in every draw,
     however much the faces differ among themselves; a root against itself differs by nothing; roots
     of other faces are refused."""
+    import pandas as pd
+
     from bench.compare_roots import compare
 
     base = _root_metrics(12, lambda s, d: 3.0 + s, lambda s, d: 16.0 + 0.1 * s)
@@ -151,6 +153,10 @@ def test_compare_roots_pairs_the_faces():
     assert same["interval_90"] == [0.0, 0.0] and same["p_candidate_better"] == 0.0
     with pytest.raises(ValueError, match="different faces"):
         compare(base, _root_metrics(11, lambda s, d: 1.0, lambda s, d: 16.0), method="m", n=5)
+    # Two methods of one root: the base's method renamed, the same answer as two roots.
+    both = pd.concat([base, closer[closer.method == "m"].assign(method="k")], ignore_index=True)
+    within = compare(both, both, method="k", base_method="m", n=200)
+    assert within["pose_error_diff_deg"] == pose and within["base_method"] == "m"
 
 
 def test_gpu_script_rehearses_on_the_cpu(ray_cluster, tmp_path):
