@@ -138,17 +138,21 @@ def resolve_generator(config: PipelineConfig, data: str, train_config) -> str:
 
 def resolve_yaw_generator(config: PipelineConfig, render) -> None:
     """The yaw methods' generator, before any stage runs: render.yaw_generator, one already in the
-    run root, or the shipped demo one (on the synthetic demo data, as the plain generator); else
-    a clear error now rather than after the embed stage."""
+    run root, or the shipped demo one (on the synthetic demo data); else a clear error now rather
+    than after the embed stage."""
     if not render.has_yaw_methods():
         return
     target = render.yaw_generator_uri()
     if storage.exists(target):
         return
     shipped = resources.files("headrot") / "assets" / DEMO_YAW_GENERATOR
-    if render.yaw_generator is None and not config.train_from_scratch and not config.data and shipped.is_file():
+    # Also under --train-from-scratch: the yaw methods invert and draw with this network alone, so a
+    # freshly trained plain generator does not change what they need (`headrot train` does not
+    # train a yaw-conditioned one; bench.yaw_conditioned does).
+    if render.yaw_generator is None and not config.data and shipped.is_file():
         storage.write_bytes(target, shipped.read_bytes())
-        log.info("yaw generator: using the shipped demo model (%s)", DEMO_YAW_GENERATOR)
+        log.info("yaw generator: using the shipped demo model (%s)%s", DEMO_YAW_GENERATOR,
+                 "; --train-from-scratch trains the plain generator only" if config.train_from_scratch else "")
         return
     raise ValueError(f"render methods {[m for m in render.methods if m.startswith('yaw')]} need a yaw-conditioned "
                      f"generator and {runs.redact_uri(target)} does not exist: give render.yaw_generator (README, "
