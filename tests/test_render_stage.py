@@ -306,3 +306,53 @@ def test_the_yaw_methods_refuse_what_they_cannot_use(tmp_path):
     latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
     with pytest.raises(ValueError, match="img_align_celeba/.*the CelebA root these latents"):
         RenderShards(config)({"latents_uri": [latents], "take": [2], "shard": ["part-00000"]})
+
+
+def test_yaw_methods_render_on_ray_with_the_sources_in_the_sheet_and_the_generator_in_the_fingerprint(
+        ray_cluster, tmp_path):
+    """The yaw methods through the stage: every (source, method, delta) once; with `data` the contact
+    sheet's first column is the source image itself (here a flat colour per source, which no render
+    of this untrained generator reproduces); another yaw generator is another render."""
+    import shutil
+
+    from PIL import Image
+
+    from headrot.report.contact_sheet import contact_sheet
+
+    root, data, ckpt = yaw_run(tmp_path)
+    table = tables.read_parquet(storage.list_files(storage.join(root, "latents"), ".parquet")[0])
+    for k, image_id in enumerate(table.column("image_id").to_pylist()):   # flat, recognisable sources
+        Image.new("RGB", (178, 218), (40 * (k % 6), 200, 90)).save(tmp_path / "data" / "img_align_celeba" / image_id)
+    config = RenderConfig(root=root, deltas=(-10, 0, 10), split="all", limit=4, steps=2, data=data,
+                          yaw_generator=ckpt, methods=("yaw-colour", "no_move"), sheet_sources=2)
+    summary = run_render(config)
+    rotated = read_rotated(storage.join(root, "rotated"))
+    assert summary["renders"] == rotated.num_rows == 4 * 2 * 3
+    assert set(Counter(zip(rotated.column("source_id").to_pylist(), rotated.column("method").to_pylist(),
+                           rotated.column("delta").to_pylist())).values()) == {1}
+    sheet = np.asarray(Image.open(storage.join(root, "report", "contact_sheet_yaw-colour.png")).convert("RGB"))
+    ids = rotated.column("source_id").to_pylist()
+    order = sorted(set(ids), key=ids.index)
+    # The sheet rebuilt with the flat source images in its first column is the sheet written.
+    lights = dict(zip(ids, rotated.column("light").to_pylist()))
+    by_light: dict[str, list[str]] = {}
+    for sid in order:
+        if len(by_light.setdefault(lights[sid], [])) < 2:
+            by_light[lights[sid]].append(sid)
+    rows_order = [sid for light in sorted(by_light) for sid in by_light[light]]
+    from headrot.stages.render import read_source_images
+
+    sources = dict(zip(rows_order, read_source_images(data, rows_order, 16)))
+    renders = {(r["source_id"], r["delta"]): np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))
+               for r in rotated.filter(pa.compute.equal(rotated.column("method"), "yaw-colour")).to_pylist()}
+    expected = contact_sheet([(sources[s], [renders[(s, d)] for d in (-10, 0, 10)]) for s in rows_order],
+                             ["-10", "+0", "+10"], [f"{lights[s]} {s.rsplit('.', 1)[0]}" for s in rows_order],
+                             source_label="source")
+    np.testing.assert_array_equal(sheet, np.asarray(expected.convert("RGB")))
+    assert run_render(config).get("skipped") is True
+    other = str(tmp_path / "other_yaw.pt")
+    shutil.copy(ckpt, other)
+    with open(other, "ab") as f:   # another file (a byte more), the same network
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="other inputs"):
+        run_render(RenderConfig(**{**config.__dict__, "yaw_generator": other}))

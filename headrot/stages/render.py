@@ -205,6 +205,21 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
     return out
 
 
+def read_source_images(data: str, ids: list[str], size: int) -> np.ndarray:
+    """uint8 [N,S,S,3]: the sources' images from the CelebA root `data`, decoded as the embed stage
+    decodes them; an image that is gone or unreadable is an error naming it."""
+    from headrot.data.dataset import decode_batch
+    from headrot.data.index import IMAGES_DIR
+
+    paths = [storage.join(data, IMAGES_DIR, i) for i in ids]
+    decoded = decode_batch({"path": np.array(paths, dtype=object)}, size)
+    for path, reason in zip(paths, decoded["reject_reason"]):
+        if reason:
+            raise ValueError(f"render: {runs.redact_uri(path)}: {reason}; the yaw methods and the contact sheets read "
+                             "each source's image: give render `data` the CelebA root these latents were embedded from")
+    return decoded["image"]
+
+
 def select_sources(table: pa.Table, split: str, take: int | None) -> pa.Table:
     if split != "all":
         part = table.column("partition").to_numpy()
@@ -330,17 +345,7 @@ class RenderShards:
         return out
 
     def source_images(self, ids: list[str]) -> np.ndarray:
-        """uint8 [N,S,S,3]: the sources' images from render.data, decoded as the embed stage decodes them."""
-        from headrot.data.dataset import decode_batch
-        from headrot.data.index import IMAGES_DIR
-
-        paths = [storage.join(self.config.data, IMAGES_DIR, i) for i in ids]
-        decoded = decode_batch({"path": np.array(paths, dtype=object)}, self.model_config.image_size)
-        for path, reason in zip(paths, decoded["reject_reason"]):
-            if reason:
-                raise ValueError(f"render: {runs.redact_uri(path)}: {reason}; the yaw methods invert each source's "
-                                 "image: give render `data` the CelebA root these latents were embedded from")
-        return decoded["image"]
+        return read_source_images(self.config.data, ids, self.model_config.image_size)
 
     def advance(self, latents: np.ndarray, to_step: int) -> np.ndarray:
         """float64 [N,3,S,S]: the sampler's path from each latent after `to_step` of its steps."""
@@ -834,8 +839,9 @@ def _render_all(config: RenderConfig, items: list[dict[str, Any]], todo: set[str
 
 def write_contact_sheets(config: RenderConfig, items: list[dict[str, Any]]) -> list[str]:
     """report/contact_sheet_<method>.png: up to `sheet_sources` sources per light class, one row
-    each, columns = deltas; the first column is the source's reconstruction G(z) (the delta-0
-    render, which equals it for every method; decoded here when 0 is not among the deltas)."""
+    each, columns = deltas; the first column is the source image itself when render.data is
+    known, else its reconstruction G(z) (the plain generator's delta-0 render; decoded here when 0
+    is not among the deltas)."""
     from PIL import Image
 
     from headrot.report.contact_sheet import contact_sheet
@@ -869,13 +875,18 @@ def write_contact_sheets(config: RenderConfig, items: list[dict[str, Any]]) -> l
     if not light_of:
         return []
     order = [sid for light in sorted(chosen) for sid in chosen[light]]
-    sources = _source_images(config, items, order, renders)
+    if config.data:
+        size = next(iter(renders.values())).shape[0]
+        sources = dict(zip(order, read_source_images(config.data, order, size)))
+    else:
+        sources = _source_images(config, items, order, renders)
     deltas = sorted(config.deltas)
     written = []
     for method in config.methods:
         rows = [(sources[sid], [renders[(sid, method, d)] for d in deltas]) for sid in order]
         labels = [f"{light_of[sid]} {sid.rsplit('.', 1)[0]}" for sid in order]
-        sheet = contact_sheet(rows, [f"{d:+d}" for d in deltas], labels)
+        sheet = contact_sheet(rows, [f"{d:+d}" for d in deltas], labels,
+                              source_label="source" if config.data else "G(z)")
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
         uri = RunLayout(config.root).report_file(f"contact_sheet_{method}.png")
@@ -885,9 +896,10 @@ def write_contact_sheets(config: RenderConfig, items: list[dict[str, Any]]) -> l
 
 
 def _source_images(config, items, order, renders) -> dict[str, np.ndarray]:
-    if 0 in config.deltas:
-        m = config.methods[0]
-        return {sid: renders[(sid, m, 0)] for sid in order}
+    """G(z) of the sheet's sources: a plain latent method's delta-0 render, else decoded here."""
+    plain = [m for m in config.methods if (v := parse_variant(m)) is None or v.source != YAW]
+    if 0 in config.deltas and plain:
+        return {sid: renders[(sid, plain[0], 0)] for sid in order}
     import torch
 
     from headrot.model.checkpoint import load_model
