@@ -317,3 +317,34 @@ def test_evaluate_refuses_a_root_another_process_holds(synthetic_run, tmp_path):
         holder.wait(10)
     assert not (root / "report").exists()                            # refused before any work
     assert (root / runs.RUN_JSON).read_bytes() == before
+
+
+def test_true_turns_have_no_colour_faults(synthetic_run):
+    """The renderer's own turns keep their source's colours: no render of the oracle (or of
+    no_move, the source itself) counts as a colour fault."""
+    report = synthetic_run["report"]
+    for method in ("oracle", "no_move"):
+        for d, v in report["methods"][method].items():
+            assert v["colour_fault_rate"] == 0.0 and v["novel_colour_share"] < 0.01, (method, d, v)
+    assert report["summary"]["colour_fault_rate"] == 0.0
+
+
+def test_a_recoloured_render_is_a_colour_fault_without_any_ground_truth(synthetic_run, tmp_path):
+    """measure on real-data settings (no truth, no judge): a render whose hair and skin changed colour
+    has most of its pixels in colours its source lacks; the source drawn again has none; aggregate
+    counts the one as a fault and not the other."""
+    from headrot.evaluate.aggregate import Context, aggregate
+    from headrot.evaluate.measure import MeasureSpec, measure
+
+    r = synthetic_run["picked"][0]
+    source = decode_face(storage.read_bytes(storage.join(synthetic_run["data"], "img_align_celeba", r["image_id"])), S)
+    rows = [{"source_id": r["image_id"], "delta": 10, "target_yaw": r["yaw"] + 10, "method": m,
+             "partition": r["partition"], "identity": r["identity"], "yaw": r["yaw"], "light": r["light"],
+             "image": image} for m, image in (("same", source.copy()), ("recoloured", source[..., ::-1].copy()))]
+    _write_rotated(str(tmp_path), rows)
+    table, _ = measure(0, storage.join(str(tmp_path), "rotated", "part-00000.parquet"),
+                       MeasureSpec(data=synthetic_run["data"], size=S, synthetic=False))
+    share = dict(zip(table.column("method").to_pylist(), table.column("novel_colour_share").to_pylist()))
+    assert share["same"] == 0.0 and share["recoloured"] > 0.3
+    methods = aggregate(table, Context(primary="recoloured", synthetic=False, pose={}))["methods"]
+    assert methods["recoloured"]["10"]["colour_fault_rate"] == 1.0 and methods["same"]["10"]["colour_fault_rate"] == 0.0

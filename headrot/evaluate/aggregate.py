@@ -19,6 +19,9 @@ POSE_TARGET_DEG = 5.0
 POSE_TARGET_RANGE = 30
 IDENTITY_TARGET = 0.90
 BEAT_NO_MOVE_FROM = 10
+# A render with more than this share of its pixels in colours its source lacks has a colour fault
+# (recoloured hair, a relit face, a blotch): the render stage's max_novel_colour guard's share.
+COLOUR_FAULT_SHARE = 0.03
 # Unreadable sources named in the notes before "... and N more".
 NOTED_SOURCES = 20
 
@@ -58,6 +61,8 @@ def group_stats(m: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
         "psnr_db": _stat(m["psnr"][mask], np.mean),
         "ssim": _stat(m["ssim"][mask], np.mean, 4),
         "identity_top1": _stat(m["top1"][mask], np.mean, 4),
+        "novel_colour_share": _stat(m["novel"][mask], np.mean, 4),
+        "colour_fault_rate": _fault_rate(m["novel"][mask]),
         # The yaw change the judge reads against the same method's delta-0 render, and its spread
         # over faces (IQR): how evenly a method turns different heads.
         "achieved_yaw_deg_median": _stat(m["achieved"][mask], np.median),
@@ -158,13 +163,23 @@ def evaluate_targets(primary: str, m: dict[str, np.ndarray], methods_report: dic
     return targets, light_diff
 
 
+def _fault_rate(shares: np.ndarray) -> float | None:
+    """The share of renders (with a measured novel-colour share) over COLOUR_FAULT_SHARE."""
+    v = shares[np.isfinite(shares)]
+    return round(float((v > COLOUR_FAULT_SHARE).mean()), 4) if len(v) else None
+
+
 # ---------------------------------------------------------------------------
 # Rows -> the report
 
 
 def columns(metrics: pa.Table) -> dict[str, np.ndarray]:
     """The metrics table as the arrays the statistics use (NaN: not measured)."""
-    f = lambda name: metrics.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
+    def f(name: str) -> np.ndarray:
+        if name not in metrics.column_names:   # metrics tables written before the column existed
+            return np.full(metrics.num_rows, np.nan)
+        return metrics.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
     m = {"sid": np.array(metrics.column("source_id").to_pylist(), dtype=object),
          "method": np.array(metrics.column("method").to_pylist(), dtype=object),
          "delta": metrics.column("delta").to_numpy().astype(np.int64),
@@ -172,6 +187,7 @@ def columns(metrics: pa.Table) -> dict[str, np.ndarray]:
          "pose_error": f("pose_error_deg"), "est_yaw": f("estimated_yaw"), "psnr": f("psnr_db"),
          "ssim": f("ssim"), "top1": f("identity_top1"), "source_psnr": f("source_psnr_db"),
          "source_ssim": f("source_ssim"), "source_pose_error": f("source_pose_error_deg"),
+         "novel": f("novel_colour_share"),
          "source_ok": np.array([e is None for e in metrics.column("source_error").to_pylist()], bool)}
     m["achieved"] = achieved_yaw(m["est_yaw"], m["sid"], m["method"], m["delta"])
     return m
@@ -249,6 +265,8 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
         "psnr_db_mean": _stat(m["psnr"][sel], np.mean),
         "ssim_mean": _stat(m["ssim"][sel], np.mean, 4),
         "identity_top1": _stat(m["top1"][sel], np.mean, 4),
+        # Over the primary's turned renders: what the figures above do not see.
+        "colour_fault_rate": _fault_rate(m["novel"][sel & (m["delta"] != 0)]),
         "n_renders": int(metrics.num_rows), "n_sources": len(set(m["sid"].tolist())),
         "pose_estimator_mae_deg": pose.get("mae_deg_heldout"),
         "embedding_psnr_db": embedding["psnr_db"],

@@ -5,6 +5,9 @@
        in a gallery of the set's identities in the same pose and light (headrot.evaluate.truth)
     -> real: the judge's yaw from mediapipe when installed
     -> every render of method no_move or at delta 0: PSNR / SSIM against its source
+    -> every render: the share of its pixels in colours its source lacks (headrot.colour), a
+       colour fault detector that needs no ground truth: a true turn shows the same hair, skin
+       and background from another side (the demo's ground-truth turns: at most 0.6%)
     -> one row per render (METRICS), in the shard's row order.
 
 The judge (headrot.labels.pose.YawEstimator) is fitted once by the driver and reaches each
@@ -39,6 +42,7 @@ METRICS = pa.schema([
     ("identity_top1", pa.float64()),        # 1.0 / 0.0 (synthetic)
     ("source_psnr_db", pa.float64()), ("source_ssim", pa.float64()),  # vs the source (no_move or delta 0)
     ("source_pose_error_deg", pa.float64()),  # |judge(source) - true yaw| (synthetic)
+    ("novel_colour_share", pa.float64()),   # pixels in colours the source lacks (NaN: source unreadable)
     ("source_error", pa.string()),          # why the source could not be read (null: it was)
 ])
 
@@ -163,6 +167,15 @@ def _against_sources(cols: dict, images, sid, meth, delta, sources) -> None:
         cols["source_ssim"][idx] = ssim_batch(images[idx], src)
 
 
+def _novel_colours(cols: dict, images, sid, sources) -> None:
+    """Every render with a readable source: the share of its pixels in colours the source lacks."""
+    from headrot.colour import novel_colour_share
+
+    idx = np.flatnonzero(np.array([s in sources for s in sid], bool))
+    if len(idx):
+        cols["novel_colour_share"][idx] = novel_colour_share(images[idx], np.stack([sources[sid[i]] for i in idx]))
+
+
 def measure(index: int, uri: str, spec: MeasureSpec) -> tuple[pa.Table, int]:
     """One rotated file (the index-th the render stage made) -> (its METRICS table, ground-truth
     renders made). Runs as a Ray task; returns numbers only."""
@@ -181,6 +194,7 @@ def measure(index: int, uri: str, spec: MeasureSpec) -> tuple[pa.Table, int]:
     elif spec.mediapipe:
         _mediapipe(cols, images, sid, delta, sources)
     _against_sources(cols, images, sid, meth, delta, sources)
+    _novel_colours(cols, images, sid, sources)
     out = {"file": np.full(n, index, np.int32), "row": np.arange(n, dtype=np.int32), "source_id": sid.tolist(),
            "method": meth.tolist(), "delta": delta, **{k: v.tolist() if v.dtype == object else v
                                                         for k, v in cols.items()},
