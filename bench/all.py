@@ -353,13 +353,16 @@ def generator_comparison(results: list[dict]) -> list[str]:
     out = ["## Generators compared by the latent benchmark", "",
            "Each generator's default method (the demo's `evaluate.primary`) on the demo's 32 test faces; sample FD: "
            "Frechet distance of the judge's conv features, 600 samples against the data's 1,200 images (floor: two "
-           "halves of the data). A new demo model ships only when it beats the shipped one here. The first row is "
+           "halves of the data). Colour faults: the share of renders at |delta| >= 20 with over 3% of their "
+           "pixels in colours their source lacks (the evaluation's; true turns have none; '-': recorded before it "
+           "existed). A new demo model ships only when it beats the shipped one here. The first row is "
            "the shipped pair as the demo runs it (its yaw-cal-colour draws with the yaw-conditioned generator: "
            "the sample FD and embedding PSNR are that generator's). The other yaw-conditioned rows are candidate "
            "checkpoints judged outside the pipeline (`bench.yaw_conditioned judge --record`, 3 calibration "
            "rounds where the demo makes 4); their faces too are inverted under their labelled yaw.", "",
            _row(["generator", "method", "slope", "IQR at 20 (deg)", "pose error median (deg)", "worst PSNR gain (dB)",
-                 "identity top-1", "sample FD (floor)", "embedding PSNR (dB)"]), _row(["---"] * 9)]
+                 "identity top-1", "colour faults at +-20/30", "sample FD (floor)", "embedding PSNR (dB)"]),
+           _row(["---"] * 10)]
     for x in results:
         method = x.get("primary") or next(iter(x["methods"]))
         v = x["methods"].get(method, {})
@@ -367,7 +370,8 @@ def generator_comparison(results: list[dict]) -> list[str]:
         fd = f"{_f(x.get('sample_fd'))} ({_f(x.get('sample_fd_floor'))})" if x.get("sample_fd") is not None else "-"
         out.append(_row([x["generator"], method, _f(v.get("slope")), _f(v.get("iqr_at_20_deg")),
                          _f(v.get("pose_error_deg_median")), _f(min(gains)) if gains else "-",
-                         _f(v.get("identity_top1")), fd, _f(x.get("embedding_psnr_db"))]))
+                         _f(v.get("identity_top1")), _f(v.get("colour_fault_rate_far")), fd,
+                         _f(x.get("embedding_psnr_db"))]))
     return out + [""]
 
 

@@ -15,6 +15,8 @@ gives, per method:
     psnr_gain    mean PSNR vs ground truth minus no_move's, at |delta| >= 10 (target > 0 at every
                  such delta: `beats_no_move`)
     identity     identity top-1 over all deltas (target >= 0.9)
+    colour_faults  the share of renders at |delta| >= 20 with over 3% of their pixels in colours
+                 their source lacks (the evaluation's colour faults; ground-truth turns: none)
 and, per generator, `sample_fd`: the Frechet distance between the judge's convolutional features
 (256-d, before its head) of 600 of the generator's samples and of the data set's 1,200 images
 (what FID does with Inception features, at the scale of a 32x32 synthetic set; lower is closer),
@@ -77,7 +79,17 @@ def yardstick(metrics, method: str) -> dict:
         "beats_no_move": bool(gains) and all(g > 0 for g in gains.values()),
         "identity_top1": round(float(mine.identity_top1.mean()), 4),
         "psnr_db_far": round(float(mine[mine.delta.abs() >= 10].psnr_db.mean()), 2),
+        **({"colour_fault_rate_far": _fault_rate(mine[mine.delta.abs() >= 20].novel_colour_share)}
+           if "novel_colour_share" in mine else {}),
     }
+
+
+def _fault_rate(shares) -> float | None:
+    from headrot.evaluate.aggregate import COLOUR_FAULT_SHARE
+
+    v = shares.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return round(float((v > COLOUR_FAULT_SHARE).mean()), 3) if len(v) else None
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

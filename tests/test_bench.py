@@ -211,3 +211,18 @@ def test_gpu_parts_stay_under_the_limit_and_must_be_complete(tmp_path):
         assert sum(v.numel() * 2 for v in weights.values()) <= max(4096, big)  # a lone tensor may exceed it
     with pytest.raises(ValueError, match="every model.partN.pt"):
         gpu.join_parts(str(tmp_path / "m.pt"), [str(tmp_path / written[0]["file"])])
+
+
+def test_the_yardstick_counts_colour_faults_at_twenty_degrees_and_beyond():
+    """colour_fault_rate_far: renders at |delta| >= 20 over the evaluation's 3% of novel colours;
+    a metrics table written before the column existed has no such figure."""
+    from bench.latent import yardstick
+
+    metrics = _root_metrics(4, lambda s, d: 1.0, lambda s, d: 16.0)
+    assert "colour_fault_rate_far" not in yardstick(metrics, "m")
+    # Faces 0 and 1 break at +-20 (and face 0 at 10, which does not count): 4 of 8 far renders.
+    metrics["novel_colour_share"] = [0.2 if r.method == "m" and ((abs(r.delta) >= 20 and r.source_id in ("s0", "s1"))
+                                                                  or (r.delta == 10 and r.source_id == "s0")) else 0.01
+                                     for r in metrics.itertuples()]
+    assert yardstick(metrics, "m")["colour_fault_rate_far"] == 0.5
+    assert yardstick(metrics, "no_move")["colour_fault_rate_far"] == 0.0
