@@ -3,7 +3,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
 
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
-                                               [--pairs truth|identity] [--inversions PROBE]
+                                               [--pairs truth|identity] [--inversions PROBE] [--per-identity 10]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
@@ -20,7 +20,10 @@ training on given couplings, Liu et al. 2022): `sources` training faces are inve
 their true yaw (runs/probes/NAME/pairs.npz, with two renderer-true turns of each head), and the
 network learns to denoise the line from each turn's image to its source's inverted noise under the
 turn's yaw, so that the sampler takes a head's latent to that head turned; plain denoising keeps it
-a sampler. The same resumable checkpoint. `--pairs identity` takes the turns from the data instead
+a sampler. The same resumable checkpoint (copy another run's model.pt into NAME first to go on
+from its step with new pairs). `--per-identity K` writes the probe's set with K images per head
+(6,000 faces at K 2: 3,000 heads instead of 600; the truth turns need one image of a head).
+`--pairs identity` takes the turns from the data instead
 of the renderer: other images of the same identity in the same light class, which a CelebA-layout
 set has too (`coupled_pairs`).
 
@@ -238,7 +241,7 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
 
 
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
-                  inversions: Path | None = None) -> None:
+                  inversions: Path | None = None, per_identity: int = 10) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding) so that the inversion of
     a head under its own yaw decodes under another yaw to the same head turned: each batch of 64
@@ -254,7 +257,8 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
 
     data = out / "data"
     if not (data / "truth.parquet").exists():
-        write_synthetic_celeba(str(data), faces, seed=3, images_per_identity=10)
+        # Fewer images per head, more heads: the truth turns come from the renderer, not the set.
+        write_synthetic_celeba(str(data), faces, seed=3, images_per_identity=per_identity)
     base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
     net = conditional(base)
     ckpt, step = out / "model.pt", 0
@@ -501,6 +505,8 @@ def main() -> None:
                     help="train: coupled turns from probe INIT's checkpoint (or 'shipped': the demo generator)")
     ap.add_argument("--threads", type=int, default=2, help="train: torch threads (1 when two runs share 2 cores)")
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
+    ap.add_argument("--per-identity", type=int, default=10,
+                    help="--coupled: images per head in the probe's synthetic set (faces / this = heads)")
     ap.add_argument("--pairs", choices=["truth", "identity"], default="truth",
                     help="--coupled: turns by the renderer's truth, or other images of the identity in the same light")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
@@ -526,7 +532,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
-                          args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz")
+                          args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
+                          args.per_identity)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":
