@@ -262,15 +262,18 @@ def latent_section(r: dict) -> list[str]:
                 + (f"the method's labeller: seed {x['labeller'].get('seed')}{_steering(x)}; " if x.get("labeller") else "")
                 + f"calibration's reader: {(x.get('reader') or {}).get('seed', 'none')}. Slope: achieved (judged) yaw change "
                 "on the intended delta (target 1.0 +- 0.1); IQR at |delta| = 20: per-face spread (target <= 5); "
-                "PSNR gain: vs no_move at each |delta| >= 10, the worst (target > 0); identity top-1 (target >= 0.9).",
+                "PSNR gain: vs no_move at each |delta| >= 10, the worst (target > 0); identity top-1 (target >= 0.9); "
+                "colour faults: share of renders at |delta| >= 20 with over 3% of their pixels in colours their source "
+                "lacks ('-': recorded before it was measured).",
                 "",
                 _row(["method", "slope", "IQR at 20 (deg)", "pose error median (deg)", "worst PSNR gain (dB)",
-                      "identity top-1", "decodes / render"]), _row(["---"] * 7)]
+                      "identity top-1", "colour faults at +-20/30", "decodes / render"]), _row(["---"] * 8)]
         costs = x.get("decodes_per_render") or {}
         for method, v in x["methods"].items():
             gains = list((v.get("psnr_gain_db_by_delta") or {}).values())
             out.append(_row([method, _f(v["slope"]), _f(v["iqr_at_20_deg"]), _f(v["pose_error_deg_median"]),
-                             _f(min(gains)) if gains else "-", _f(v["identity_top1"]), _f(costs.get(method))]))
+                             _f(min(gains)) if gains else "-", _f(v["identity_top1"]),
+                             _f(v.get("colour_fault_rate_far")), _f(costs.get(method))]))
         out += ["", f"`{x.get('command', 'python -m bench.latent')}` ({x.get('seconds')} s; "
                 + (x.get("note") or "complete stages of its root are reused, so after `make demo` it only reads "
                    "the demo's evaluation") + ").", ""]
