@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIMARY = "local-ortho-norm-cal-colour"
+# What a probe's renders are shown and measured beside: the demo's default (a root made before
+# 2026-12-01 lacks it: run `make demo` again).
+PRIMARY = "yaw-cal-colour"
 
 
 def root_rows(root: str):
