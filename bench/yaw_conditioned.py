@@ -7,6 +7,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
+    python -m bench.yaw_conditioned curve NAME,NAME,... [--root runs/demo]   # -> docs/figures/yaw-generator-curve.png
 
 `train` writes a synthetic CelebA of its own (the demo generator's training seed, 3; 10 images per
 head) under runs/probes/NAME/data, adds a zero-initialised yaw embedding (sin/cos of 4 multiples of
@@ -468,6 +469,72 @@ def export(out: Path, weights: str, to: Path) -> dict:
     return info
 
 
+def curve(names: list[str], root: str, to: Path) -> list[dict]:
+    """The training curve of judged checkpoints (probes NAME, each judged with --calibrate): per
+    checkpoint its step and the yardstick of its calibrated (else raw) renders, with the colour
+    faults at |delta| >= 20 measured on its renders against the root's sources (judges run before
+    the evaluation counted them did not record it); drawn against the step beside the root's
+    default (`to`, a PNG) and printed."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import torch
+
+    from bench.latent import yardstick
+    from bench.path_probes import PRIMARY
+    from headrot.colour import novel_colour_share
+    from headrot.data.images import decode_face
+    from headrot.evaluate.measure import decode_png
+    from headrot.report.plots import _pyplot
+
+    sources: dict[str, np.ndarray] = {}
+
+    def with_colours(rows: pd.DataFrame) -> pd.DataFrame:
+        for s in set(rows.source_id) - set(sources):
+            sources[s] = decode_face((Path(root) / "data" / "img_align_celeba" / s).read_bytes(), 32)
+        images = np.stack([decode_png(b["bytes"]) for b in rows.image])
+        return rows.assign(novel_colour_share=novel_colour_share(images, np.stack([sources[s] for s in rows.source_id])))
+
+    points = []
+    for name in names:
+        out = ROOT / "runs" / "probes" / name
+        metrics = pd.read_parquet(out / "metrics.parquet")
+        method = next(m for m in (f"{name}-net-cal3-colour", f"{name}-net") if m in set(metrics.method))
+        if "novel_colour_share" not in metrics:
+            renders = pq.read_table(out / "part-00000.parquet", columns=["source_id", "method", "delta", "image"]).to_pandas()
+            measured = pd.concat([with_colours(renders[renders.method == m]) for m in (method, PRIMARY)
+                                  if (renders.method == m).any()])
+            metrics = metrics.merge(measured[["source_id", "method", "delta", "novel_colour_share"]],
+                                    on=["source_id", "method", "delta"], how="left")
+        step = int(torch.load(out / "model.pt", weights_only=True)["step"])
+        points.append({"probe": name, "step": step, "method": method, **yardstick(metrics, method)})
+    points.sort(key=lambda p: p["step"])
+    base = json.loads((Path(root) / "report" / "report.json").read_text())
+    default = yardstick(pd.read_parquet(Path(root) / "report" / "metrics.parquet"), PRIMARY)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    steps = [p["step"] for p in points]
+    for ax, key, label in ((axes[0], "pose_error_deg_median", "median pose error (deg)"),
+                           (axes[1], "worst_gain", "worst PSNR gain over no_move (dB)"),
+                           (axes[2], "colour_fault_rate_far", "colour faults at +-20/30")):
+        value = (lambda y: min(y["psnr_gain_db_by_delta"].values())) if key == "worst_gain" else (lambda y: y.get(key))
+        ax.plot(steps, [value(p) for p in points], marker="o", label="checkpoint (calibrated in 3 rounds where judged so)")
+        ax.axhline(value(default), color="0.4", ls="--", label=f"the demo's {PRIMARY} (4 rounds)")
+        ax.set_xlabel("coupled training steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"The yaw-conditioned generator's training, judged on {base['summary']['n_sources']} test faces of {root}",
+                 fontsize=10)
+    fig.tight_layout()
+    to.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(to, dpi=110)
+    plt.close(fig)
+    for p in points:
+        print(json.dumps({k: p[k] for k in ("probe", "step", "method", "pose_error_deg_median", "slope",
+                                            "iqr_at_20_deg", "colour_fault_rate_far")}))
+    return points
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """dB per image of two uint8 batches [N,S,S,3]."""
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
@@ -495,8 +562,8 @@ def conditional_samples(net, root: str, n: int = 600) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["train", "judge", "export"])
-    ap.add_argument("name")
+    ap.add_argument("command", choices=["train", "judge", "export", "curve"])
+    ap.add_argument("name", help="the probe (curve: a comma list of judged probes)")
     ap.add_argument("--minutes", type=float, default=13.0)
     ap.add_argument("--faces", type=int, default=6000, help="synthetic training images (10 per head)")
     ap.add_argument("--root", default="runs/demo", help="a finished demo root (judge)")
@@ -522,7 +589,8 @@ def main() -> None:
                     help="judge: write bench/results/latent-cond-NAME-WEIGHTS.json (BENCHMARKS.md's generator table)")
     args = ap.parse_args()
     out = ROOT / "runs" / "probes" / args.name
-    out.mkdir(parents=True, exist_ok=True)
+    if args.command != "curve":
+        out.mkdir(parents=True, exist_ok=True)
     if args.command == "train":
         import torch
 
@@ -538,6 +606,8 @@ def main() -> None:
             train(out, args.minutes, args.faces)
     elif args.command == "export":
         export(out, args.weights, Path(args.to))
+    elif args.command == "curve":
+        curve(args.name.split(","), args.root, ROOT / "docs" / "figures" / "yaw-generator-curve.png")
     else:
         judge(out, args.root, args.weights, args.calibrate, args.record, args.guards, args.max_scale)
 
