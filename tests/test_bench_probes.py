@@ -267,3 +267,40 @@ def test_sample_fd_draws_no_samples_for_a_root_without_a_judge(tmp_path):
     report = {"pose_estimator": {"image_size": 16, "seed": 1}}
     assert sample_fd(str(tmp_path), report, never, str(tmp_path / "data")) == {"sample_fd": None,
                                                                                "sample_fd_floor": None}
+
+
+def test_the_training_curve_orders_judged_checkpoints_by_step(tmp_path, monkeypatch):
+    """curve: each probe's step from its checkpoint, its calibrated method's yardstick (colour faults
+    included, from its metrics), sorted by step, drawn beside the root's default."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    import bench.yaw_conditioned as yc
+    from bench.path_probes import PRIMARY
+
+    def metrics(method: str, error: float, faulty: float) -> pd.DataFrame:
+        rows = []
+        for s in range(4):
+            for d in (-20, -10, 0, 10, 20):
+                for m, e, bad in ((method, error, faulty), ("no_move", float(abs(d)), 0.0)):
+                    rows.append({"source_id": f"s{s}", "method": m, "delta": d, "estimated_yaw": d - e if d else 0.0,
+                                 "pose_error_deg": e if d else 0.0, "psnr_db": 20.0 if m == method else 15.0,
+                                 "identity_top1": 1.0, "novel_colour_share": 0.2 if s < bad * 4 and abs(d) >= 20 else 0.0})
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(yc, "ROOT", tmp_path)
+    for name, step, error, faulty in (("late", 900, 1.0, 0.25), ("early", 100, 3.0, 0.5)):
+        (tmp_path / "runs" / "probes" / name).mkdir(parents=True)
+        metrics(f"{name}-net-cal3-colour", error, faulty).to_parquet(tmp_path / "runs" / "probes" / name / "metrics.parquet")
+        torch.save({"step": step}, tmp_path / "runs" / "probes" / name / "model.pt")
+    root = tmp_path / "root"
+    (root / "report").mkdir(parents=True)
+    metrics(PRIMARY, 2.0, 0.5).to_parquet(root / "report" / "metrics.parquet")
+    (root / "report" / "report.json").write_text(json.dumps({"summary": {"n_sources": 4}}))
+    points = yc.curve(["late", "early"], str(root), tmp_path / "curve.png")
+    assert [(p["probe"], p["step"]) for p in points] == [("early", 100), ("late", 900)]
+    assert [p["pose_error_deg_median"] for p in points] == [3.0, 1.0]
+    assert [p["colour_fault_rate_far"] for p in points] == [0.5, 0.25]
+    assert (tmp_path / "curve.png").stat().st_size > 0 and np.isfinite(points[0]["slope"])
