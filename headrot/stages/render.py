@@ -420,14 +420,20 @@ class RenderShards:
         m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
         return self.calibrate(lambda scale: self.decode(place(z_rep, m_rep, scale, norm)), colour, base)
 
-    def conditioned(self, src: "Sources", variant: Variant) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Per delta, each source drawn by the yaw-conditioned generator at yaw + delta from its own
-        inversion under its yaw (-cal: the offset scaled until the reader reads delta); delta 0 is
-        that generator's reconstruction, which -colour maps every render onto. (images per delta,
-        scales [D,N], reads [D,N])."""
-        n = len(src.z)
+    def invert_sources(self, src: "Sources") -> tuple[np.ndarray, np.ndarray]:
+        """(z, its reconstruction): each source's image inverted by the yaw-conditioned generator under
+        its yaw, and drawn again there; made once per shard for every yaw method."""
         z = self.invert_at_yaw(self.source_images(src.table.column("image_id").to_pylist()), src.yaw)
-        base = self.decode_at_yaw(z, src.yaw)
+        return z, self.decode_at_yaw(z, src.yaw)
+
+    def conditioned(self, src: "Sources", variant: Variant,
+                    inverted: tuple[np.ndarray, np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per delta, each source drawn by the yaw-conditioned generator at yaw + delta from its own
+        inversion under its yaw (`inverted`: invert_sources; -cal: the offset scaled until the reader
+        reads delta); delta 0 is that generator's reconstruction, which -colour maps every render
+        onto. (images per delta, scales [D,N], reads [D,N])."""
+        n = len(src.z)
+        z, base = inverted
         nonzero = [delta for delta in self.deltas if delta != 0]
         z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
         wanted = np.repeat(np.asarray(nonzero, np.float64), n)
@@ -615,12 +621,16 @@ class RenderShards:
         if plain_pos:
             out.images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
         if (later or recolour) and n:
-            base = self.decode(src.z)  # G(z): every method's delta-0 render, calibration's zero, -colour's reference
+            latent = recolour or any(v.source != YAW for _, v, _ in later)
+            # G(z): the latent methods' delta-0 render, calibration's zero, -colour's reference. The
+            # yaw methods draw with their own generator, from one inversion for all of them.
+            base = self.decode(src.z) if latent else None
+            inverted = self.invert_sources(src) if any(v.source == YAW for _, v, _ in later) else None
             for pos in recolour:
                 out.images[pos] = self.recoloured(out.images[pos], base, True)
             for m, variant, moves in later:
                 if variant.source == YAW:
-                    images, scales, read = self.conditioned(src, variant)
+                    images, scales, read = self.conditioned(src, variant, inverted)
                 elif moves is None:
                     images, scales, read = self.local(src.z, variant, base)
                 else:
