@@ -489,9 +489,9 @@ def curve(names: list[str], root: str, to: Path) -> list[dict]:
     sources: dict[str, np.ndarray] = {}
 
     def with_colours(rows: pd.DataFrame) -> pd.DataFrame:
-        for s in set(rows.source_id) - set(sources):
-            sources[s] = decode_face((Path(root) / "data" / "img_align_celeba" / s).read_bytes(), 32)
         images = np.stack([decode_png(b["bytes"]) for b in rows.image])
+        for s in set(rows.source_id) - set(sources):
+            sources[s] = decode_face((Path(root) / "data" / "img_align_celeba" / s).read_bytes(), images.shape[1])
         return rows.assign(novel_colour_share=novel_colour_share(images, np.stack([sources[s] for s in rows.source_id])))
 
     points = []
