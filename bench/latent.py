@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import common
+from headrot.evaluate.aggregate import fault_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ["headrot", "no_move", "light_agnostic", "single_direction", "centroid_path"]
@@ -79,17 +80,9 @@ def yardstick(metrics, method: str) -> dict:
         "beats_no_move": bool(gains) and all(g > 0 for g in gains.values()),
         "identity_top1": round(float(mine.identity_top1.mean()), 4),
         "psnr_db_far": round(float(mine[mine.delta.abs() >= 10].psnr_db.mean()), 2),
-        **({"colour_fault_rate_far": _fault_rate(mine[mine.delta.abs() >= 20].novel_colour_share)}
+        **({"colour_fault_rate_far": fault_rate(mine[mine.delta.abs() >= 20].novel_colour_share, digits=3)}
            if "novel_colour_share" in mine else {}),
     }
-
-
-def _fault_rate(shares) -> float | None:
-    from headrot.evaluate.aggregate import COLOUR_FAULT_SHARE
-
-    v = shares.to_numpy(dtype=float)
-    v = v[np.isfinite(v)]
-    return round(float((v > COLOUR_FAULT_SHARE).mean()), 3) if len(v) else None
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

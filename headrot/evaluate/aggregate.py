@@ -62,7 +62,7 @@ def group_stats(m: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
         "ssim": _stat(m["ssim"][mask], np.mean, 4),
         "identity_top1": _stat(m["top1"][mask], np.mean, 4),
         "novel_colour_share": _stat(m["novel"][mask], np.mean, 4),
-        "colour_fault_rate": _fault_rate(m["novel"][mask]),
+        "colour_fault_rate": fault_rate(m["novel"][mask]),
         # The yaw change the judge reads against the same method's delta-0 render, and its spread
         # over faces (IQR): how evenly a method turns different heads.
         "achieved_yaw_deg_median": _stat(m["achieved"][mask], np.median),
@@ -163,10 +163,11 @@ def evaluate_targets(primary: str, m: dict[str, np.ndarray], methods_report: dic
     return targets, light_diff
 
 
-def _fault_rate(shares: np.ndarray) -> float | None:
+def fault_rate(shares: np.ndarray, digits: int = 4) -> float | None:
     """The share of renders (with a measured novel-colour share) over COLOUR_FAULT_SHARE."""
-    v = shares[np.isfinite(shares)]
-    return round(float((v > COLOUR_FAULT_SHARE).mean()), 4) if len(v) else None
+    v = np.asarray(shares, np.float64)
+    v = v[np.isfinite(v)]
+    return round(float((v > COLOUR_FAULT_SHARE).mean()), digits) if len(v) else None
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
         "ssim_mean": _stat(m["ssim"][sel], np.mean, 4),
         "identity_top1": _stat(m["top1"][sel], np.mean, 4),
         # Over the primary's turned renders: what the figures above do not see.
-        "colour_fault_rate": _fault_rate(m["novel"][sel & (m["delta"] != 0)]),
+        "colour_fault_rate": fault_rate(m["novel"][sel & (m["delta"] != 0)]),
         "n_renders": int(metrics.num_rows), "n_sources": len(set(m["sid"].tolist())),
         "pose_estimator_mae_deg": pose.get("mae_deg_heldout"),
         "embedding_psnr_db": embedding["psnr_db"],
