@@ -82,6 +82,10 @@ def yardstick(metrics, method: str) -> dict:
         "psnr_db_far": round(float(mine[mine.delta.abs() >= 10].psnr_db.mean()), 2),
         **({"colour_fault_rate_far": fault_rate(mine[mine.delta.abs() >= 20].novel_colour_share, digits=3)}
            if "novel_colour_share" in mine else {}),
+        # The colours against the ground truth region by region: what judges a render mapped onto its
+        # source's colours (colour_map transport), which the novel-colour count cannot.
+        **({"colour_psnr_db_far": round(float(mine[mine.delta.abs() >= 20].colour_psnr_db.mean()), 2)}
+           if "colour_psnr_db" in mine and mine.colour_psnr_db.notna().any() else {}),
     }
 
 

@@ -3,7 +3,7 @@ its reference's, changes nothing else."""
 import numpy as np
 import pytest
 
-from headrot.colour import keep_colours, novel_colour_share
+from headrot.colour import keep_colours, novel_colour_share, transport_colours
 
 
 def _moments(images):
@@ -85,3 +85,62 @@ def test_a_large_reference_is_subsampled_not_refused():
     assert novel_colour_share(ref[None], ref, max_reference_pixels=256)[0] == 0.0
     with pytest.raises(ValueError, match="tau"):
         novel_colour_share(ref[None], ref, tau=0.0)
+
+
+# ---------------------------------------------------------------------------
+# The transport map (colour_map: transport)
+
+
+def _two_regions(left, right, size=32):
+    image = np.empty((1, size, size, 3), np.uint8)
+    image[:, :, : size // 2], image[:, :, size // 2:] = left, right
+    return image
+
+
+def _three_regions(skin, background, hair, noise):
+    image = np.empty((1, 32, 32, 3))
+    image[:, :, :11], image[:, :, 11:22], image[:, :, 22:] = skin, background, hair
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def test_the_transport_undoes_a_fault_of_one_region_better_than_the_linear_map():
+    """Blonde hair drawn orange beside skin and background that kept their colours: the least-change
+    affine map of the colours only comes near, the transport of the distribution takes it back."""
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 4, (1, 32, 32, 3))
+    ref = _three_regions((170, 120, 100), (40, 170, 70), (220, 200, 100), noise)
+    faulty = _three_regions((170, 120, 100), (40, 170, 70), (235, 150, 40), noise[:, ::-1])
+
+    def error(image):   # the largest error of a region's mean colour (away from the region edges)
+        return max(np.abs(image[0][:, cols].reshape(-1, 3).mean(0) - ref[0][:, cols].reshape(-1, 3).mean(0)).max()
+                   for cols in (slice(2, 9), slice(13, 20), slice(24, 30)))
+
+    transported = transport_colours(faulty, ref)
+    assert error(faulty) > 50
+    assert error(transported) < 5 and error(transported) < error(keep_colours(faulty, ref))
+    assert novel_colour_share(transported, ref)[0] < 0.01
+
+
+def test_the_transport_keeps_an_image_on_its_own_colours_and_where_things_are():
+    rng = np.random.default_rng(4)
+    ref = rng.integers(30, 220, (2, 32, 32, 3)).astype(np.uint8)
+    assert np.abs(transport_colours(ref, ref).astype(int) - ref.astype(int)).max() <= 1
+    # Two regions (with a little noise, as renders have) onto a two-colour reference of another size:
+    # each region is moved as one (the smoothed change does not scatter it into grain: its spread
+    # inside stays the image's own), and the two stay apart.
+    noisy = lambda a, b, size=32: np.clip(_two_regions(a, b, size) + rng.normal(0, 2, (1, size, size, 3)),  # noqa: E731
+                                          0, 255).astype(np.uint8)
+    image = noisy((200, 40, 40), (40, 40, 200))
+    out = transport_colours(image, noisy((90, 160, 60), (230, 230, 230), size=24))[0].astype(int)
+    for cols in (slice(2, 10), slice(22, 30)):
+        before, after = image[0][:, cols].reshape(-1, 3).astype(int), out[:, cols].reshape(-1, 3)
+        assert np.ptp(after, axis=0).max() <= np.ptp(before, axis=0).max() + 12   # unsmoothed: grain of 100+
+    assert np.abs(out[:, 2:10].reshape(-1, 3).mean(0) - out[:, 22:30].reshape(-1, 3).mean(0)).max() > 60
+    assert np.array_equal(transport_colours(image, ref[0]), transport_colours(image, ref[0]))  # deterministic
+
+
+def test_the_transport_refuses_unpaired_shapes():
+    with pytest.raises(ValueError, match=r"square images"):
+        transport_colours(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="do not pair"):
+        transport_colours(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8))

@@ -84,7 +84,7 @@ def test_oracle_is_perfect(synthetic_run):
     assert sorted(int(d) for d in oracle) == sorted(DELTAS)
     for d, v in oracle.items():
         assert v["n"] == N_SOURCES
-        assert v["psnr_db"] == 100.0, d
+        assert v["psnr_db"] == 100.0 and v["colour_psnr_db"] == 100.0, d
         assert v["ssim"] == pytest.approx(1.0)
         assert v["identity_top1"] == 1.0
     s = report["summary"]

@@ -74,3 +74,21 @@ def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
     a = torch.zeros(4, 4, 3)
     assert psnr(a, a + 0.5, data_range=1.0) == pytest.approx(10 * math.log10(4), abs=1e-6)
+
+
+def test_block_psnr_sees_recoloured_regions_not_fine_misplacement():
+    """The evaluate stage's colour figure: a render one pixel off its truth keeps its block colours
+    (the full PSNR drops), a render whose 'hair' changed colour loses them."""
+    from headrot.evaluate.metrics import block_psnr_batch
+
+    rng = np.random.default_rng(0)
+    truth = np.kron(rng.integers(60, 200, (1, 2, 2, 3)), np.ones((1, 16, 16, 1))).astype(np.uint8)   # regions
+    truth = np.clip(truth + rng.normal(0, 20, truth.shape), 0, 255).astype(np.uint8)   # fine detail
+    shifted = np.roll(truth, 1, axis=2)
+    recoloured = truth.copy()
+    recoloured[:, :16] = np.clip(recoloured[:, :16].astype(int) + (60, -30, -60), 0, 255)   # the "hair"
+    assert block_psnr_batch(truth, truth)[0] == 100.0
+    assert block_psnr_batch(shifted, truth)[0] - psnr_batch(shifted, truth)[0] > 5
+    assert block_psnr_batch(recoloured, truth)[0] < block_psnr_batch(shifted, truth)[0] - 5
+    with pytest.raises(ValueError, match="divisible by 4"):
+        block_psnr_batch(truth[:, :30, :30], truth[:, :30, :30])

@@ -141,16 +141,20 @@ def test_render_actor_is_callable_without_ray(tmp_path):
     assert sorted(set(meta.column("delta").to_pylist())) == [-10, 0, 10]
 
 
-def test_colour_methods_get_the_unmoved_renders_colours(tmp_path):
-    """-colour: each render mapped onto its source's unmoved render G(z) (headrot.colour), after
-    the move and before anything reads it; the plain method's renders are otherwise the same."""
-    from headrot.colour import keep_colours
+@pytest.mark.parametrize("colour_map", ["transport", "linear"])
+def test_colour_methods_get_the_unmoved_renders_colours(tmp_path, colour_map):
+    """-colour without the source images (no render.data): each render mapped onto its source's
+    unmoved render G(z) by the configured map (headrot.colour), after the move and before anything
+    reads it; the plain method's renders are otherwise the same."""
+    from headrot.colour import keep_colours, transport_colours
     from headrot.stages.render import RenderShards
 
     root = str(tmp_path / "run")
     make_run(root)
     methods = ("embeddings", "embeddings-colour", "no_move")
-    config = RenderConfig(root=root, deltas=(-10, 0, 10), split="all", methods=methods, steps=2)
+    config = RenderConfig(root=root, deltas=(-10, 0, 10), split="all", methods=methods, steps=2,
+                          colour_map=colour_map)
+    mapped = transport_colours if colour_map == "transport" else keep_colours
     latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
     out = RenderShards(config)({"latents_uri": [latents], "take": [4], "shard": ["part-00000"]})
     n, size = int(out["n"][0]), int(out["size"][0])
@@ -165,7 +169,7 @@ def test_colour_methods_get_the_unmoved_renders_colours(tmp_path):
         assert not np.array_equal(plain, kept)
         # The same map as headrot.colour on the plain render (a decode in another batch can differ
         # by one level here and there, hence the tolerance).
-        assert np.abs(kept.astype(int) - keep_colours(plain, unmoved).astype(int)).mean() < 0.5
+        assert np.abs(kept.astype(int) - mapped(plain, unmoved).astype(int)).mean() < 0.5
         # Closer to G(z)'s colours than the plain move (exact moments are the unit tests' job: this
         # untrained generator's saturated renders clip at 0 and 255).
         mean = lambda x: x.reshape(len(x), -1, 3).mean(1)
@@ -244,10 +248,11 @@ def yaw_run(tmp_path) -> tuple[str, str, str]:
 def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_plus_delta(tmp_path):
     """yaw: no latent moves; the conditional generator inverts the source's image under the source's
     yaw and draws that inversion at yaw + delta (delta 0: its own reconstruction, not G(z));
-    yaw-colour maps each render onto that reconstruction's colours."""
+    yaw-colour gives each render its source image's colours (render.data known: colour_reference
+    auto is the source; colour_map transport)."""
     import torch
 
-    from headrot.colour import keep_colours
+    from headrot.colour import transport_colours
     from headrot.data.images import decode_face
     from headrot.model.checkpoint import load_model
     from headrot.model.conditioning import at_yaw
@@ -279,7 +284,8 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
         got = images[(method == "yaw") & (delta == d)]
         assert np.abs(got.astype(int) - expected[d].astype(int)).max() <= 1
         kept = images[(method == "yaw-colour") & (delta == d)]
-        assert np.abs(kept.astype(int) - keep_colours(expected[d], expected[0]).astype(int)).max() <= 1
+        if d != 0:   # delta 0 is the unmoved reconstruction itself
+            assert np.abs(kept.astype(int) - transport_colours(expected[d], x).astype(int)).mean() < 0.5
     assert not np.array_equal(expected[-20], expected[20])
     # Its zero is its own reconstruction, not the plain generator's G(z).
     assert not np.array_equal(images[(method == "yaw") & (delta == 0)], images[(method == "no_move") & (delta == 0)])
@@ -356,3 +362,15 @@ def test_yaw_methods_render_on_ray_with_the_sources_in_the_sheet_and_the_generat
         f.write(b"\0")
     with pytest.raises(ValueError, match="other inputs"):
         run_render(RenderConfig(**{**config.__dict__, "yaw_generator": other}))
+
+
+def test_the_colour_settings_refuse_what_they_cannot_do():
+    with pytest.raises(ValueError, match="give `data`"):
+        RenderConfig(root="r", methods=("embeddings-colour",), colour_reference="source")
+    with pytest.raises(ValueError, match="colour_map"):
+        RenderConfig(root="r", methods=("embeddings-colour",), colour_map="histogram")
+    # auto: the source images when render.data is known (as `headrot run` sets it), else the unmoved render
+    assert RenderConfig(root="r", methods=("embeddings-colour",), data="d").colours_from_source()
+    assert not RenderConfig(root="r", methods=("embeddings-colour",)).colours_from_source()
+    assert not RenderConfig(root="r", methods=("embeddings-colour",), data="d", colour_reference="unmoved").colours_from_source()
+    assert not RenderConfig(root="r", methods=("embeddings",), data="d").colours_from_source()   # nothing to colour

@@ -59,6 +59,7 @@ def group_stats(m: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
         "pose_error_deg_median": _stat(m["pose_error"][mask], np.median),
         "pose_error_deg_mean": _stat(m["pose_error"][mask], np.mean),
         "psnr_db": _stat(m["psnr"][mask], np.mean),
+        "colour_psnr_db": _stat(m["colour_psnr"][mask], np.mean),
         "ssim": _stat(m["ssim"][mask], np.mean, 4),
         "identity_top1": _stat(m["top1"][mask], np.mean, 4),
         "novel_colour_share": _stat(m["novel"][mask], np.mean, 4),
@@ -188,7 +189,7 @@ def columns(metrics: pa.Table) -> dict[str, np.ndarray]:
          "pose_error": f("pose_error_deg"), "est_yaw": f("estimated_yaw"), "psnr": f("psnr_db"),
          "ssim": f("ssim"), "top1": f("identity_top1"), "source_psnr": f("source_psnr_db"),
          "source_ssim": f("source_ssim"), "source_pose_error": f("source_pose_error_deg"),
-         "novel": f("novel_colour_share"),
+         "novel": f("novel_colour_share"), "colour_psnr": f("colour_psnr_db"),
          "source_ok": np.array([e is None for e in metrics.column("source_error").to_pylist()], bool)}
     m["achieved"] = achieved_yaw(m["est_yaw"], m["sid"], m["method"], m["delta"])
     return m
@@ -264,6 +265,7 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
         "pose_error_deg_median": _stat(m["pose_error"][sel], np.median),
         "pose_error_deg_mean": _stat(m["pose_error"][sel], np.mean),
         "psnr_db_mean": _stat(m["psnr"][sel], np.mean),
+        "colour_psnr_db_mean": _stat(m["colour_psnr"][sel], np.mean),
         "ssim_mean": _stat(m["ssim"][sel], np.mean, 4),
         "identity_top1": _stat(m["top1"][sel], np.mean, 4),
         # Over the primary's turned renders: what the figures above do not see.

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headrot import runs, storage, tables
-from headrot.evaluate.metrics import psnr_batch, ssim_batch
+from headrot.evaluate.metrics import block_psnr_batch, psnr_batch, ssim_batch
 from headrot.labels.pose import PoseConfig
 
 # The rotated columns measure reads (the image bytes are the only large one).
@@ -43,6 +43,7 @@ METRICS = pa.schema([
     ("source_psnr_db", pa.float64()), ("source_ssim", pa.float64()),  # vs the source (no_move or delta 0)
     ("source_pose_error_deg", pa.float64()),  # |judge(source) - true yaw| (synthetic)
     ("novel_colour_share", pa.float64()),   # pixels in colours the source lacks (NaN: source unreadable)
+    ("colour_psnr_db", pa.float64()),       # PSNR of 4x4 block mean colours vs the ground truth (synthetic)
     ("source_error", pa.string()),          # why the source could not be read (null: it was)
 ])
 
@@ -137,6 +138,7 @@ def _synthetic(cols: dict, images, sid, delta, sources, spec: MeasureSpec) -> in
         idx = np.asarray(idx)
         ref = np.broadcast_to(gt.render(s, d), images[idx].shape)
         cols["psnr_db"][idx] = psnr_batch(images[idx], ref)
+        cols["colour_psnr_db"][idx] = block_psnr_batch(images[idx], ref)
         cols["ssim"][idx] = ssim_batch(images[idx], ref)
         cols["identity_top1"][idx] = gt.identity_top1(s, d, images[idx], list(spec.identities))
     readable = [s for s in dict.fromkeys(sid.tolist()) if s in sources]

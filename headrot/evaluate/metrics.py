@@ -61,6 +61,17 @@ def psnr_batch(a, b, data_range: float = 255.0, cap: float = 100.0) -> np.ndarra
     return np.minimum(np.where(mse > 0, value, cap), cap)
 
 
+def block_psnr_batch(a, b, block: int = 4) -> np.ndarray:
+    """Per-image PSNR (dB) of the two NHWC batches' block-x-block mean colours: how far a render's
+    colours are from the reference's region by region, whatever its fine detail and a pixel or two
+    of misplacement (which the full-resolution PSNR mostly measures)."""
+    a, b = _pair(a, b)
+    if a.ndim < 4 or a.shape[1] % block or a.shape[2] % block:
+        raise ValueError(f"block_psnr_batch: expected NHWC batches with sides divisible by {block}, got {a.shape}")
+    pool = lambda x: x.reshape(len(x), x.shape[1] // block, block, x.shape[2] // block, block, -1).mean((2, 4))  # noqa: E731
+    return psnr_batch(pool(a), pool(b))
+
+
 def psnr(a, b, data_range: float = 255.0, cap: float = 100.0) -> float:
     """PSNR (dB) of one image pair (HW or HWC); identical images give `cap`."""
     a, b = _pair(a, b)

@@ -49,7 +49,8 @@ TASK_CPUS = 0.5
 METRICS_FILE = [("source_id", pa.string()), ("method", pa.string()), ("delta", pa.int16()),
                 ("light", pa.string()), ("target_yaw_true", pa.float32()), ("estimated_yaw", pa.float32()),
                 ("pose_error_deg", pa.float32()), ("psnr_db", pa.float32()), ("ssim", pa.float32()),
-                ("identity_top1", pa.float32()), ("novel_colour_share", pa.float32())]
+                ("identity_top1", pa.float32()), ("novel_colour_share", pa.float32()),
+                ("colour_psnr_db", pa.float32())]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ its yaw and draws it under yaw + delta. A Variant
 were not computed from, reads the requested yaw change, `calibration_rounds` decodes per
 render), for the `local` source each face's own step from the generator's Jacobian
 (headrot.local_directions, legs of `local_segment` degrees), and with -colour every render
-mapped onto the unmoved render's colours (headrot.colour) after the guards have judged the
-decoded render and before the reader reads it.
+given its colour reference's colours (`colour_map`, `colour_reference`; headrot.colour) after
+the guards have judged the decoded render and before the reader reads it.
 
 Idempotent like the embed stage: a shard's Parquet file appears whole or not at all,
 a rerun renders only the shards whose file is missing, and a complete stage with
@@ -99,6 +99,13 @@ class RenderConfig:
                                                                   # -colour) with more than this share of pixels in
                                                                   # colours its unmoved render lacks (None: no guard)
     novel_colour_tau: float = 0.12                                # how far (RGB 0..1) a colour is new
+    colour_map: Literal["transport", "linear"] = "transport"      # -colour: the reference's whole colour
+                                                                  # distribution (sliced transport, smoothed) or
+                                                                  # its mean and covariance (headrot.colour)
+    colour_reference: Literal["auto", "source", "unmoved"] = "auto"  # -colour: the source image (needs `data`;
+                                                                  # measured +0.4-0.6 dB over unmoved, NOTES),
+                                                                  # the method's unmoved render, or auto: the
+                                                                  # source when `data` is set, else unmoved
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -130,6 +137,13 @@ class RenderConfig:
             raise ValueError("render: max_novel_colour must be a share in (0, 1] (or null: no guard)")
         if not 0 < self.novel_colour_tau <= 1.8:
             raise ValueError("render: novel_colour_tau must be in (0, 1.8] (RGB distance in 0..1 units)")
+        if self.colour_map not in ("transport", "linear"):
+            raise ValueError(f"render: colour_map {self.colour_map!r}: use transport or linear")
+        if self.colour_reference not in ("auto", "source", "unmoved"):
+            raise ValueError(f"render: colour_reference {self.colour_reference!r}: use auto, source or unmoved")
+        if self.colour_reference == "source" and not self.data:
+            raise ValueError("render: colour_reference source reads the source images: give `data` "
+                             "(the CelebA root the latents came from), or use unmoved")
         if not self.deltas or len(set(self.deltas)) != len(self.deltas):
             raise ValueError(f"render: deltas {list(self.deltas)} must be distinct and non-empty")
         if any(abs(d) > 180 for d in self.deltas):
@@ -150,6 +164,11 @@ class RenderConfig:
 
     def has_yaw_methods(self) -> bool:
         return any((v := parse_variant(m)) is not None and v.source == YAW for m in self.methods)
+
+    def colours_from_source(self) -> bool:
+        """Whether -colour renders take their source image's colours (else their unmoved render's)."""
+        has_colour = any((v := parse_variant(m)) is not None and v.colour for m in self.methods)
+        return has_colour and (self.colour_reference == "source" or (self.colour_reference == "auto" and bool(self.data)))
 
     def trajectories_uri(self) -> str:
         return RunLayout(self.root).trajectories_table
@@ -371,10 +390,11 @@ class RenderShards:
         return lambda images: D.drift(image_statistics(images), ref) <= self.config.max_drift
 
     def novel_guard(self, base: np.ndarray, repeats: int = 1):
-        """images as written [repeats*N] -> valid [repeats*N]: at most `max_novel_colour` of their
-        pixels in colours the unmoved render `base` [N] lacks (None when the guard is off). Judged
-        after -colour, unlike the drift guard: the colour map undoes a global shift, and what it
-        leaves new is a local break (a blotch, a band, a face relit)."""
+        """images [repeats*N] (as `guard_view` shows them) -> valid [repeats*N]: at most
+        `max_novel_colour` of their pixels in colours the unmoved render `base` [N] lacks (None
+        when the guard is off). Judged after the linear colour map, unlike the drift guard: that
+        map undoes a global shift, and what it leaves new is a local break (a blotch, a band, a
+        face relit)."""
         if self.config.max_novel_colour is None:
             return None
         from headrot.colour import novel_colour_share
@@ -389,15 +409,33 @@ class RenderShards:
             return b if a is None else a
         return np.asarray(a, bool) & np.asarray(b, bool)
 
-    @staticmethod
-    def recoloured(images: np.ndarray, base: np.ndarray, colour: bool) -> np.ndarray:
+    def recoloured(self, images: np.ndarray, reference: np.ndarray, colour: bool) -> np.ndarray:
         """images [k*N] (k renders of each of the N sources, source-major within each block of
-        N) with their unmoved render's colours when `colour` (headrot.colour), else unchanged."""
+        N) with their reference's [N] colours by `colour_map` when `colour` (headrot.colour),
+        else unchanged."""
         if not colour:
             return images
+        from headrot.colour import keep_colours, transport_colours
+
+        mapped = transport_colours if self.config.colour_map == "transport" else keep_colours
+        return mapped(images, np.concatenate([reference] * (len(images) // max(len(reference), 1))))
+
+    @staticmethod
+    def guard_view(raw: np.ndarray, base: np.ndarray, colour: bool) -> np.ndarray:
+        """What the novel-colour guard judges of decoded renders [k*N]: with -colour, the linear map
+        onto the unmoved renders `base` [N]. Never the transport map, whatever `colour_map`: that
+        gives every render its reference's colours, which would pass every render the guard is
+        there to refuse (max_novel_colour was measured on the linear map, bench/NOTES.md)."""
+        if not colour:
+            return raw
         from headrot.colour import keep_colours
 
-        return keep_colours(images, np.concatenate([base] * (len(images) // max(len(base), 1))))
+        return keep_colours(raw, np.concatenate([base] * (len(raw) // max(len(base), 1))))
+
+    def colour_reference(self, base: np.ndarray, sources: np.ndarray | None) -> np.ndarray:
+        """The images [N] -colour renders take their colours from: the sources' own (read once
+        per shard when `colours_from_source`), else the method's unmoved renders `base`."""
+        return base if sources is None else sources
 
     def leg_guard(self):
         """(images, images at the leg's start) -> valid: a leg's render at least `min_leg_psnr`
@@ -411,43 +449,44 @@ class RenderShards:
         return lambda images, start: psnr_batch(images, start) >= self.config.min_leg_psnr
 
     def calibrated(self, z: np.ndarray, moves: list[np.ndarray], norm: bool, colour: bool,
-                   base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+                   base: np.ndarray, reference: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, the renders of each source with its step scaled until the reader reads
         the requested yaw change from `base` (the unmoved renders); every round's decode is kept,
         so the chosen round's images are the output. (images per delta, scales [D,N], read [D,N])."""
         nonzero = [d for d, delta in enumerate(self.deltas) if delta != 0]
         z_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0]
         m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
-        return self.calibrate(lambda scale: self.decode(place(z_rep, m_rep, scale, norm)), colour, base)
+        return self.calibrate(lambda scale: self.decode(place(z_rep, m_rep, scale, norm)), colour, base, reference)
 
-    def invert_sources(self, src: "Sources") -> tuple[np.ndarray, np.ndarray]:
-        """(z, its reconstruction): each source's image inverted by the yaw-conditioned generator under
-        its yaw, and drawn again there; made once per shard for every yaw method."""
-        z = self.invert_at_yaw(self.source_images(src.table.column("image_id").to_pylist()), src.yaw)
+    def invert_sources(self, src: "Sources", images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(z, its reconstruction): each source's image [N] inverted by the yaw-conditioned generator
+        under its yaw, and drawn again there; made once per shard for every yaw method."""
+        z = self.invert_at_yaw(images, src.yaw)
         return z, self.decode_at_yaw(z, src.yaw)
 
-    def conditioned(self, src: "Sources", variant: Variant,
-                    inverted: tuple[np.ndarray, np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    def conditioned(self, src: "Sources", variant: Variant, inverted: tuple[np.ndarray, np.ndarray],
+                    sources: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, each source drawn by the yaw-conditioned generator at yaw + delta from its own
         inversion under its yaw (`inverted`: invert_sources; -cal: the offset scaled until the reader
-        reads delta); delta 0 is that generator's reconstruction, which -colour maps every render
-        onto. (images per delta, scales [D,N], reads [D,N])."""
+        reads delta); delta 0 is that generator's reconstruction, the unmoved render. (images per
+        delta, scales [D,N], reads [D,N])."""
         n = len(src.z)
         z, base = inverted
+        reference = self.colour_reference(base, sources)
         nonzero = [delta for delta in self.deltas if delta != 0]
         z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
         wanted = np.repeat(np.asarray(nonzero, np.float64), n)
         decode_at = lambda scale: self.decode_at_yaw(z_rep, yaw_rep + scale * wanted)  # noqa: E731
         if variant.cal:
-            return self.calibrate(decode_at, variant.colour, base, guarded=self.config.yaw_guards)
-        images = self.recoloured(decode_at(np.ones(len(wanted))), base, variant.colour)
+            return self.calibrate(decode_at, variant.colour, base, reference, guarded=self.config.yaw_guards)
+        images = self.recoloured(decode_at(np.ones(len(wanted))), reference, variant.colour)
         per_delta, k = [], 0
         for delta in self.deltas:
             per_delta.append(base if delta == 0 else images[k * n:(k + 1) * n])
             k += delta != 0
         return per_delta, np.ones((len(self.deltas), n)), np.full((len(self.deltas), n), np.nan)
 
-    def calibrate(self, decode_at, colour: bool, base: np.ndarray,
+    def calibrate(self, decode_at, colour: bool, base: np.ndarray, reference: np.ndarray,
                   guarded: bool = True) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """The -cal loop of every source of a move: `decode_at(scale [K*N])` decodes the K nonzero
         deltas' renders (delta-major) with each one's move scaled; rounds until the reader reads
@@ -466,8 +505,8 @@ class RenderShards:
             raw = decode_at(scale)
             # The drift guard judges the decoded render: -colour would hide the drift it looks for.
             valid = valid_of(raw) if valid_of is not None else None
-            rounds.append(self.recoloured(raw, base, colour))
-            valid = self.both(valid, novel_of(rounds[-1]) if novel_of is not None else None)
+            rounds.append(self.recoloured(raw, reference, colour))
+            valid = self.both(valid, novel_of(self.guard_view(raw, base, colour)) if novel_of is not None else None)
             reading = self.reader.predict(rounds[-1]) - np.tile(y0, len(nonzero))
             return reading if valid is None else (reading, valid)
 
@@ -483,7 +522,8 @@ class RenderShards:
                 images[d], scales[d], read[d] = chosen[rows], cal.scale[rows], cal.achieved[rows]
         return images, scales, read
 
-    def local(self, z: np.ndarray, variant: Variant, base: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    def local(self, z: np.ndarray, variant: Variant, base: np.ndarray,
+              reference: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, each face moved along its own conditional step (headrot.local_directions),
         each side's deltas reached in legs of `local_segment` degrees: the steps from the
         labeller's Jacobian, each leg's length calibrated by what the reader reads (uncalibrated:
@@ -532,8 +572,8 @@ class RenderShards:
             raw = self.decode(latents, k)
             # The drift guard judges the decoded render: -colour would hide the drift it looks for.
             valid = guard(raw) if guard is not None else None
-            images = self.recoloured(raw, base, variant.colour)
-            valid = self.both(valid, novel(images) if novel is not None else None)
+            images = self.recoloured(raw, reference, variant.colour)
+            valid = self.both(valid, novel(self.guard_view(raw, base, variant.colour)) if novel is not None else None)
             return images, self.reader.predict(images) - y0, valid
 
         n = len(z)
@@ -592,7 +632,7 @@ class RenderShards:
     def render_sources(self, src: "Sources") -> "Rendered":
         """Every (source, method, delta): plain moves decoded in one pass, then the calibrated
         and local ones (which read G(z), the unmoved render, as their zero); -colour renders get
-        G(z)'s colours."""
+        their colour reference's colours (colour_reference)."""
         n, size, n_d = len(src.z), self.model_config.image_size, len(self.deltas)
         out = Rendered.empty(n * len(self.methods) * n_d, size)
         plain_pos, plain_z, later, recolour = [], [], [], []
@@ -625,16 +665,24 @@ class RenderShards:
             # G(z): the latent methods' delta-0 render, calibration's zero, -colour's reference. The
             # yaw methods draw with their own generator, from one inversion for all of them.
             base = self.decode(src.z) if latent else None
-            inverted = self.invert_sources(src) if any(v.source == YAW for _, v, _ in later) else None
+            yaw = any(v.source == YAW for _, v, _ in later)
+            # The sources' own images: what the yaw methods invert, and the -colour reference when
+            # colours come from the source; read once per shard for all of them.
+            sources = (self.source_images(src.table.column("image_id").to_pylist())
+                       if yaw or self.config.colours_from_source() else None)
+            inverted = self.invert_sources(src, sources) if yaw else None
+            colour_sources = sources if self.config.colours_from_source() else None
+            reference = self.colour_reference(base, colour_sources) if latent else None
             for pos in recolour:
-                out.images[pos] = self.recoloured(out.images[pos], base, True)
+                out.images[pos] = self.recoloured(out.images[pos], reference, True)
             for m, variant, moves in later:
                 if variant.source == YAW:
-                    images, scales, read = self.conditioned(src, variant, inverted)
+                    images, scales, read = self.conditioned(src, variant, inverted, colour_sources)
                 elif moves is None:
-                    images, scales, read = self.local(src.z, variant, base)
+                    images, scales, read = self.local(src.z, variant, base, reference)
                 else:
-                    images, scales, read = self.calibrated(src.z, moves, variant.norm, variant.colour, base)
+                    images, scales, read = self.calibrated(src.z, moves, variant.norm, variant.colour, base,
+                                                           reference)
                 for d in range(n_d):
                     pos = self.positions(n, m, d)
                     out.images[pos], out.step_scale[pos], out.labeller_read[pos] = images[d], scales[d], read[d]
