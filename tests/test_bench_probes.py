@@ -194,7 +194,7 @@ def test_a_conditional_candidates_section_names_its_reader_and_its_note():
         "primary": "x-cal3", "methods": {"x-cal3": figures}, "decodes_per_render": {"x-cal3": 2.714},
         "command": "python -m bench.yaw_conditioned judge x", "seconds": 100, "note": "a probe, not a method"}}))
     assert "labeller" not in text and "calibration's reader: 2000101" in text
-    assert "| x-cal3 | 0.84 | 4.1 | 2.4 | 3.6 | 1 | - | 2.71 |" in text   # no colour faults recorded
+    assert "| x-cal3 | 0.84 | 4.1 | 2.4 | 3.6 | 1 | - | - | 2.71 |" in text   # no colour faults or colour PSNR recorded
     assert "(100 s; a probe, not a method)." in text
 
 

@@ -662,8 +662,9 @@ class RenderShards:
             out.images[np.concatenate(plain_pos)] = self.decode(np.concatenate(plain_z))
         if (later or recolour) and n:
             latent = recolour or any(v.source != YAW for _, v, _ in later)
-            # G(z): the latent methods' delta-0 render, calibration's zero, -colour's reference. The
-            # yaw methods draw with their own generator, from one inversion for all of them.
+            # G(z): the latent methods' delta-0 render, calibration's zero, the guards' reference (and
+            # -colour's, when the sources are not read). The yaw methods draw with their own
+            # generator, from one inversion for all of them.
             base = self.decode(src.z) if latent else None
             yaw = any(v.source == YAW for _, v, _ in later)
             # The sources' own images: what the yaw methods invert, and the -colour reference when
