@@ -156,6 +156,18 @@ def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of) -> No
     print(json.dumps({"step": step, "minutes": round((time.time() - started) / 60, 1)}))
 
 
+def asset_state(probe) -> dict:
+    """The shipped yaw generator (headrot/assets/demo_generator_yaw.pt) as `probe`'s state dict:
+    `export` in reverse (the UNet's own names under base., its yaw_in as the probe's)."""
+    from headrot.model.checkpoint import load_model
+
+    shipped, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")
+    state = {(k if k.startswith("yaw_in.") else f"base.{k}"): v for k, v in shipped.state_dict().items()}
+    if set(state) != set(probe.state_dict()):
+        raise ValueError("the shipped yaw generator's layers are not this probe's: export it again from a probe")
+    return state
+
+
 def coupled_pairs(out: Path, net, sources: int, seed: int = 0, kind: str = "truth",
                   inversions: Path | None = None) -> dict:
     """Training pairs for `train --coupled`, made once and cached in out/pairs.npz: `sources`
@@ -223,11 +235,16 @@ def coupled_pairs(out: Path, net, sources: int, seed: int = 0, kind: str = "trut
     return pairs
 
 
-def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
+def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0, colour_weight: float = 0.0):
     """The denoising loss with the noise given: x_t = alpha images + sigma noises, predict noises.
     With noises = the inversion of the same head at another yaw, a DDIM step that predicts them
     exactly stays on that line, so the learned sampler takes z_s to `images` under `yaws`
-    (reflow's coupled training, Liu et al. 2022, with the couplings from inversion)."""
+    (reflow's coupled training, Liu et al. 2022, with the couplings from inversion).
+
+    `colour_weight` > 0 adds the error of the x_0 estimate's 4x4 block colours (what the
+    evaluation's colour PSNR reads), sigma * lowpass(eps error) = alpha * lowpass(x_0 error): the
+    colours of a 32x32 image are set while the noise is high, where the per-pixel loss spends
+    itself on detail the sampler will redraw anyway."""
     import torch
 
     from headrot.model.sampler import denoise
@@ -238,13 +255,17 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0):
     noise_rates, signal_rates = diffusion_schedule(times, net.schedule)
     net.yaw = yaws
     pred, _ = denoise(net, signal_rates * images + noise_rates * noises, noise_rates, signal_rates)
-    return ((pred - noises).abs() * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=net.schedule)).mean()
+    loss = ((pred - noises).abs() * p2_weights(noise_rates, signal_rates, p2_gamma, schedule=net.schedule)).mean()
+    if colour_weight:
+        loss = loss + colour_weight * (noise_rates * torch.nn.functional.avg_pool2d(pred - noises, 4)).abs().mean()
+    return loss
 
 
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
-                  inversions: Path | None = None, per_identity: int = 10) -> None:
+                  inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
-    "shipped": the demo generator with a zero-initialised yaw embedding) so that the inversion of
+    "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
+    generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
     a head under its own yaw decodes under another yaw to the same head turned: each batch of 64
     is 32 coupled turns (z_s -> x_t under y_t), 16 coupled reconstructions (z_s -> x_s under y_s)
     and 16 ordinary denoising examples (fresh noise), which keep it a sampler. Resumable from
@@ -266,6 +287,8 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     if ckpt.exists():
         start = torch.load(ckpt, weights_only=True)
         net.load_state_dict(start["net"])
+    elif init == "asset":
+        net.load_state_dict(asset_state(net))
     elif init != "shipped":   # "shipped": the demo generator with a zero yaw embedding, to the bit
         net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
@@ -293,7 +316,7 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         s = torch.randint(len(y_s), (16,), generator=gen)
         o = torch.randint(len(y_all), (16,), generator=gen)
         turn = coupled_loss(net, torch.cat([x_t[t], x_s[s]]), torch.cat([eps_s[t_src[t]], eps_s[s]]),
-                            torch.cat([y_t[t], y_s[s]]), gen)
+                            torch.cat([y_t[t], y_s[s]]), gen, colour_weight=colour_weight)
         net.yaw = y_all[o]
         return (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
 
@@ -569,7 +592,10 @@ def main() -> None:
     ap.add_argument("--root", default="runs/demo", help="a finished demo root (judge)")
     ap.add_argument("--weights", choices=["net", "ema"], default="net")
     ap.add_argument("--coupled", metavar="INIT",
-                    help="train: coupled turns from probe INIT's checkpoint (or 'shipped': the demo generator)")
+                    help="train: coupled turns from probe INIT's checkpoint ('shipped': the demo generator; "
+                         "'asset': the shipped yaw generator)")
+    ap.add_argument("--colour-weight", type=float, default=0.0,
+                    help="--coupled: weight of the x_0 estimate's block-colour error in the coupled loss")
     ap.add_argument("--threads", type=int, default=2, help="train: torch threads (1 when two runs share 2 cores)")
     ap.add_argument("--sources", type=int, default=4000, help="--coupled: training faces with turns")
     ap.add_argument("--per-identity", type=int, default=10,
@@ -601,7 +627,7 @@ def main() -> None:
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
-                          args.per_identity)
+                          args.per_identity, args.colour_weight)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":

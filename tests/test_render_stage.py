@@ -249,7 +249,8 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
     """yaw: no latent moves; the conditional generator inverts the source's image under the source's
     yaw and draws that inversion at yaw + delta (delta 0: its own reconstruction, not G(z));
     yaw-colour gives each render its source image's colours (render.data known: colour_reference
-    auto is the source; colour_map transport)."""
+    auto is the source; colour_map transport), while it is drawn (the first colour_guidance_steps
+    x_0 estimates) and after."""
     import torch
 
     from headrot.colour import transport_colours
@@ -263,7 +264,7 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
     root, data, ckpt = yaw_run(tmp_path)
     deltas = (-20, 0, 20)
     config = RenderConfig(root=root, deltas=deltas, split="all", methods=("yaw", "yaw-colour", "no_move"), steps=2,
-                          data=data, yaw_generator=ckpt)
+                          data=data, yaw_generator=ckpt, colour_guidance_steps=1)
     latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
     out = RenderShards(config)({"latents_uri": [latents], "take": [3], "shard": ["part-00000"]})
     n, size = int(out["n"][0]), int(out["size"][0])
@@ -280,12 +281,19 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
     with torch.no_grad():
         z = ddim_inversion(at_yaw(net, yaw), torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1, 2, None, 5, 2)
         expected = {d: to_uint8(reverse_diffusion(at_yaw(net, yaw + d), z, 2)) for d in deltas}
+
+        def onto_sources(x0):   # the first step's x_0 estimate given the source images' colours
+            return torch.from_numpy(transport_colours(to_uint8(x0), x)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+        guided = {d: to_uint8(reverse_diffusion(at_yaw(net, yaw + d), z, 2, guide=onto_sources, guide_steps=1))
+                  for d in deltas}
     for d in deltas:
         got = images[(method == "yaw") & (delta == d)]
         assert np.abs(got.astype(int) - expected[d].astype(int)).max() <= 1
         kept = images[(method == "yaw-colour") & (delta == d)]
         if d != 0:   # delta 0 is the unmoved reconstruction itself
-            assert np.abs(kept.astype(int) - transport_colours(expected[d], x).astype(int)).mean() < 0.5
+            assert np.abs(kept.astype(int) - transport_colours(guided[d], x).astype(int)).mean() < 0.5
+            assert np.abs(guided[d].astype(int) - expected[d].astype(int)).mean() > 1   # the guide did something
     assert not np.array_equal(expected[-20], expected[20])
     # Its zero is its own reconstruction, not the plain generator's G(z).
     assert not np.array_equal(images[(method == "yaw") & (delta == 0)], images[(method == "no_move") & (delta == 0)])
@@ -369,6 +377,8 @@ def test_the_colour_settings_refuse_what_they_cannot_do():
         RenderConfig(root="r", methods=("embeddings-colour",), colour_reference="source")
     with pytest.raises(ValueError, match="colour_map"):
         RenderConfig(root="r", methods=("embeddings-colour",), colour_map="histogram")
+    with pytest.raises(ValueError, match="colour_guidance_steps"):
+        RenderConfig(root="r", methods=("yaw-colour",), data="d", steps=10, colour_guidance_steps=11)
     # auto: the source images when render.data is known (as `headrot run` sets it), else the unmoved render
     assert RenderConfig(root="r", methods=("embeddings-colour",), data="d").colours_from_source()
     assert not RenderConfig(root="r", methods=("embeddings-colour",)).colours_from_source()

@@ -104,6 +104,29 @@ def test_reverse_diffusion_two_steps_by_hand():
     assert [v.flatten()[0].item() for v in net.variances] == pytest.approx([s1**2, s2**2])
 
 
+def test_a_guide_rewrites_the_first_steps_x0_estimates_and_keeps_the_predicted_noise():
+    """reverse_diffusion(guide=, guide_steps=g): the first g x_0 estimates become guide(x_0
+    estimate) before re-noising with the network's noise (the render stage's colour guidance)."""
+    c, k = 0.3, 0.25
+    net = Linear(c)
+    x_T = arange_images()
+    constant = lambda x0: torch.full_like(x0, k)   # noqa: E731
+    out = reverse_diffusion(net, x_T, steps=2, guide=constant, guide_steps=1)
+    s1, _ = rates(1.0)
+    s2, a2 = rates(0.5)
+    x_half = a2 * k + s2 * c * x_T.numpy()          # the guided estimate, re-noised with eps = c x_T
+    np.testing.assert_allclose(out.numpy(), (x_half - s2 * c * x_half) / a2, rtol=1e-12)
+    # guide_steps covering the whole path: the last estimate is the guide's too
+    torch.testing.assert_close(reverse_diffusion(net, x_T, steps=2, guide=constant, guide_steps=2),
+                               torch.full_like(x_T, k))
+    # the identity guide, and guide_steps 0, are the plain sampler
+    plain = reverse_diffusion(net, x_T, steps=3)
+    torch.testing.assert_close(reverse_diffusion(net, x_T, steps=3, guide=lambda x0: x0, guide_steps=3), plain)
+    torch.testing.assert_close(reverse_diffusion(net, x_T, steps=3, guide=constant, guide_steps=0), plain)
+    with pytest.raises(ValueError, match="needs a guide"):
+        reverse_diffusion(net, x_T, steps=2, guide_steps=1)
+
+
 def test_zero_network_scales_by_final_signal():
     # eps = 0: every x_0 estimate is x_T / alpha(1), whatever the number of steps.
     x_T = arange_images()

@@ -8,7 +8,8 @@ Glossary (code name -> symbol), x_t = alpha_t * x_0 + sigma_t * eps:
     initial_noise   x_T, the latent of an image (same shape as the image)
 
 Nothing here draws random numbers, reads files or picks a device: the caller passes
-x_T (see `noise_for_seeds`) and gets x_0 back. Every function works under
+x_T (see `noise_for_seeds`) and gets x_0 back (optionally guided: `reverse_diffusion`'s
+`guide` rewrites the first steps' x_0 estimates, e.g. onto a reference's colours). Every function works under
 torch.no_grad() and with gradients (the embedder trains through `reverse_diffusion`).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from headrot.model.schedule import ScheduleConfig, diffusion_schedule
 
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Guide = Callable[[torch.Tensor], torch.Tensor]   # x_0 estimates [N,3,S,S] -> corrected ones, same range
 
 
 # ---------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def _check_steps(steps: int) -> None:
 
 def reverse_diffusion(
     net: Net, initial_noise: torch.Tensor, steps: int = 10, schedule: ScheduleConfig | None = None,
-    start_step: int = 0,
+    start_step: int = 0, guide: Guide | None = None, guide_steps: int = 0,
 ) -> torch.Tensor:
     """x_0 from x_T by `steps` deterministic DDIM steps on the grid t = 1, 1 - 1/steps, ..., 1/steps.
 
@@ -67,27 +69,40 @@ def reverse_diffusion(
     `start_step` k > 0: `initial_noise` is the path's point at t = 1 - k/steps (what
     `advance(net, x_T, steps, k)` returns) and only the remaining steps run, so
     reverse_diffusion(advance(x_T, k), start_step=k) is reverse_diffusion(x_T).
+
+    `guide` with `guide_steps` g > 0: at each of the path's first g steps (counted from t = 1)
+    the x_0 estimate is replaced by guide(x_0 estimate) before it is re-noised with the predicted
+    noise, so the remaining steps draw detail onto what the guide set: a projection of the
+    estimate, as ILVR (Choi et al. 2021) does with a reference's low frequencies. A 32x32
+    image's colours are set by the first steps; guide_steps 0 is the plain sampler.
     """
     _check_steps(steps)
     if not 0 <= start_step < steps:
         raise ValueError(f"start_step must be in [0, {steps}), got {start_step!r}")
+    if guide_steps < 0 or (guide_steps and guide is None):
+        raise ValueError(f"guide_steps must be >= 0 and needs a guide, got {guide_steps!r} with guide {guide!r}")
     schedule = schedule or trained_schedule(net)
     step_size = 1.0 / steps
     next_noisy_images = initial_noise
     pred_images = initial_noise
     for step in range(start_step, steps):
-        next_noisy_images, pred_images = _ddim_step(net, next_noisy_images, step, step_size, schedule)
+        next_noisy_images, pred_images = _ddim_step(net, next_noisy_images, step, step_size, schedule,
+                                                    guide if step < guide_steps else None)
     return pred_images
 
 
 def _ddim_step(net: Net, noisy_images: torch.Tensor, step: int, step_size: float,
-               schedule: ScheduleConfig | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x at t - step_size, x_0 estimate) from x at t = 1 - step * step_size: one DDIM step."""
+               schedule: ScheduleConfig | None, guide: Guide | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x at t - step_size, x_0 estimate) from x at t = 1 - step * step_size: one DDIM step
+    (`guide`: the x_0 estimate rewritten before it is re-noised)."""
     n = noisy_images.shape[0]
     # 1. rates at the current time t = 1 - step/steps
     noise_rates, signal_rates = _rates(1.0 - step * step_size, n, noisy_images, schedule)
     # 2. predict the noise and the clean image
     pred_noises, pred_images = denoise(net, noisy_images, noise_rates, signal_rates)
+    if guide is not None:
+        # The predicted noise is kept: the path stays the one this x_T starts, only its image moves.
+        pred_images = guide(pred_images)
     # 3. move to t - 1/steps along the deterministic DDIM path
     next_noise_rates, next_signal_rates = _rates(1.0 - (step + 1) * step_size, n, noisy_images, schedule)
     return next_signal_rates * pred_images + next_noise_rates * pred_noises, pred_images
