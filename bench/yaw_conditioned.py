@@ -4,6 +4,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
                                                [--pairs truth|identity] [--inversions PROBE] [--per-identity 10]
+                                               [--colour-weight W]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
@@ -22,8 +23,11 @@ their true yaw (runs/probes/NAME/pairs.npz, with two renderer-true turns of each
 network learns to denoise the line from each turn's image to its source's inverted noise under the
 turn's yaw, so that the sampler takes a head's latent to that head turned; plain denoising keeps it
 a sampler. The same resumable checkpoint (copy another run's model.pt into NAME first to go on
-from its step with new pairs). `--per-identity K` writes the probe's set with K images per head
-(6,000 faces at K 2: 3,000 heads instead of 600; the truth turns need one image of a head).
+from its step with new pairs). INIT `asset` starts from the shipped yaw generator
+(headrot/assets/demo_generator_yaw.pt). `--colour-weight W` adds the x_0 estimate's 4x4
+block-colour error to the coupled loss (`coupled_loss`). `--per-identity K` writes the probe's set
+with K images per head (6,000 faces at K 2: 3,000 heads instead of 600; the truth turns need one
+image of a head).
 `--pairs identity` takes the turns from the data instead
 of the renderer: other images of the same identity in the same light class, which a CelebA-layout
 set has too (`coupled_pairs`).

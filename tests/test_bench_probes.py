@@ -127,6 +127,15 @@ def test_the_coupled_loss_asks_for_the_given_noise_under_the_given_yaw():
     assert coupled_loss(Answers(noises), images, noises, yaws, gen).item() == 0.0
     torch.testing.assert_close(seen["yaw"], yaws)
     assert coupled_loss(Answers(torch.randn(4, 3, 16, 16)), images, noises, yaws, gen).item() > 0.1
+    # --colour-weight: an error that averages out over every 4x4 block (detail) costs nothing more;
+    # one that shifts a block's colour does
+    checker = noises + 0.5 * (torch.arange(16)[:, None] + torch.arange(16)).remainder(2).mul(2).sub(1)
+    shifted = noises + 0.5
+    for answer, more in ((checker, False), (shifted, True)):
+        plain = coupled_loss(Answers(answer), images, noises, yaws, torch.Generator().manual_seed(0))
+        weighted = coupled_loss(Answers(answer), images, noises, yaws, torch.Generator().manual_seed(0),
+                                colour_weight=4.0)
+        assert (weighted.item() > plain.item() + 1e-3) is more
 
 
 def test_coupled_pairs_turn_each_head_in_its_own_light(tmp_path):
