@@ -9,8 +9,9 @@ Glossary (code name -> symbol), x_t = alpha_t * x_0 + sigma_t * eps:
 
 Nothing here draws random numbers, reads files or picks a device: the caller passes
 x_T (see `noise_for_seeds`) and gets x_0 back (optionally guided: `reverse_diffusion`'s
-`guide` rewrites the first steps' x_0 estimates, e.g. onto a reference's colours). Every function works under
-torch.no_grad() and with gradients (the embedder trains through `reverse_diffusion`).
+`guide` rewrites the first steps' x_0 estimates, e.g. onto a reference's colours). Every
+function works under torch.no_grad() and with gradients (the embedder trains through
+`reverse_diffusion`).
 """
 from __future__ import annotations
 

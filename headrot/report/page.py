@@ -2,7 +2,6 @@
 docstring has its schema): numbers in, PNG bytes and one self-contained HTML page out."""
 from __future__ import annotations
 
-
 from headrot import storage
 from headrot.report import html as H
 from headrot.report import plots
