@@ -293,6 +293,9 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         net.load_state_dict(start["net"])
     elif init == "asset":
         net.load_state_dict(asset_state(net))
+        # count on from the shipped file's own step, so an export of this run says how far it trained
+        step = int(load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")[2]
+                   ["yaw_conditioned"]["step"])
     elif init != "shipped":   # "shipped": the demo generator with a zero yaw embedding, to the bit
         net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
