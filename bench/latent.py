@@ -213,6 +213,7 @@ def main() -> None:
     import pandas as pd
 
     from headrot.cli import exit_process
+    from headrot.commands._common import init_ray
     from headrot.config import from_mapping, load_yaml
     from headrot.pipeline import PipelineConfig, run_pipeline
 
@@ -229,6 +230,9 @@ def main() -> None:
         render["limit"] = args.limit
     config["render"] = render
     started = time.time()
+    # As `headrot run` does: a root whose embed stage is already complete starts no Ray Data
+    # pipeline before the render stage sizes its actor pool from the cluster's resources.
+    init_ray()
     summary = run_pipeline(from_mapping(PipelineConfig, config, "bench.latent"))
     metrics = pd.read_parquet(f"{args.root}/report/metrics.parquet")
     report = json.loads(Path(f"{args.root}/report/report.json").read_text())
