@@ -301,6 +301,71 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
     assert calls_per_render(config)["yaw"] == round((4 + 1 + 2) / 3, 3)
 
 
+def test_pivotal_tuning_draws_each_source_with_its_own_tuned_copy_of_the_yaw_generator(tmp_path):
+    """pivotal_steps: the untuned generator's inversion is each source's pivot; a copy tuned on that
+    source alone (seeded by its image id) draws its unmoved render and its turns, so a face's renders
+    are those of its tuning by hand, and do not depend on which other faces share its shard."""
+    import zlib
+
+    import torch
+
+    from headrot.data.images import decode_face
+    from headrot.model.checkpoint import load_model
+    from headrot.model.conditioning import at_yaw
+    from headrot.model.pivotal import tune_on_source
+    from headrot.model.sampler import ddim_inversion, reverse_diffusion
+    from headrot.report.grid import to_uint8
+    from headrot.colour import transport_colours
+    from headrot.stages.render import PIVOTAL_BATCH, RenderShards, calls_per_render
+
+    root, data, ckpt = yaw_run(tmp_path)
+    deltas = (-20, 0, 20)
+    config = RenderConfig(root=root, deltas=deltas, split="all", methods=("yaw", "yaw-colour", "no_move"), steps=2,
+                          data=data, yaw_generator=ckpt, pivotal_steps=3, pivotal_lr=1e-3)
+    latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
+
+    def rendered(take):
+        out = RenderShards(config)({"latents_uri": [latents], "take": [take], "shard": ["part-00000"]})
+        n, size = int(out["n"][0]), int(out["size"][0])
+        meta = tables.from_ipc(out["meta"][0])
+        return np.frombuffer(out["images"][0], np.uint8).reshape(n, size, size, 3), meta
+
+    images, meta = rendered(2)
+    method, delta, ids = (np.array(meta.column(c).to_pylist()) for c in ("method", "delta", "source_id"))
+    source = tables.read_parquet(latents).slice(0, 2)
+    net, model_config, _ = load_model(ckpt, "generator")
+    size = model_config.image_size
+    untuned_differs = []
+    ids_in = source.column("image_id").to_pylist()
+    yaws = source.column("yaw").to_numpy()   # float64, as the actor adds its deltas
+    x = torch.from_numpy(np.stack([decode_face((tmp_path / "data" / "img_align_celeba" / i).read_bytes(), size)
+                                   for i in ids_in])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():   # the pivots: the untuned generator's inversions, one batch as the actor makes them
+        z = ddim_inversion(at_yaw(net, torch.from_numpy(yaws)), x, 2, None, 5, 2)
+    for k, image_id in enumerate(ids_in):
+        yaw = float(yaws[k])
+        tuned = tune_on_source(net, x[k], z[k], yaw, 3, 1e-3, seed=zlib.crc32(image_id.encode()), batch=PIVOTAL_BATCH)
+        with torch.no_grad():
+            for d in deltas:
+                expected = to_uint8(reverse_diffusion(at_yaw(tuned, torch.tensor([yaw + d])), z[k:k + 1], 2))[0]
+                untuned = to_uint8(reverse_diffusion(at_yaw(net, torch.tensor([yaw + d])), z[k:k + 1], 2))[0]
+                got = images[(method == "yaw") & (delta == d) & (ids == image_id)][0]
+                assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+                untuned_differs.append(np.abs(untuned.astype(int) - expected.astype(int)).mean() > 0.5)
+    assert all(untuned_differs)   # the tuning changed what is drawn
+    # -colour maps the tuned copy's unmoved render onto the source too (its colours drift).
+    unmoved = images[(method == "yaw") & (delta == 0)]
+    sources_u8 = to_uint8(x)
+    assert np.abs(images[(method == "yaw-colour") & (delta == 0)].astype(int)
+                  - transport_colours(unmoved, sources_u8).astype(int)).mean() < 0.5
+    # The first face's renders alone in its shard: the same images.
+    alone, alone_meta = rendered(1)
+    first = (ids == source.column("image_id")[0].as_py()) & (method == "yaw")
+    assert np.array_equal(alone[np.array(alone_meta.column("method").to_pylist()) == "yaw"], images[first])
+    # Cost: the tuning's 3 steps of forward + backward on 16 images, in decodes of 2 calls.
+    assert calls_per_render(config)["yaw"] == round((4 + 3 * 3 * PIVOTAL_BATCH / 2 + 1 + 2) / 3, 3)
+
+
 def test_the_yaw_methods_refuse_what_they_cannot_use(tmp_path):
     from headrot.moves import parse_variant
     from headrot.stages.render import RenderShards

@@ -1,7 +1,7 @@
 """headrot render --root ROOT [--deltas -30,-20,-10,0,10,20,30] [--split test] [--limit N]
                   [--methods headrot,no_move,...] [--out URI] [--format parquet|png]
                   [--generator CKPT] [--batch-size N] [--precision auto|fp32|bf16] [--compile]
-                  [--yaw-generator CKPT --data URI]   (the yaw methods)
+                  [--yaw-generator CKPT --data URI] [--pivotal-steps N]   (the yaw methods)
 
 Builds a RenderConfig (a YAML `render:` section first, flags on top), joins Ray and runs
 headrot.stages.render.run_render; prints the summary as JSON.
@@ -15,7 +15,7 @@ FLAGS = {
     "root": "root", "deltas": "deltas", "split": "split", "limit": "limit", "methods": "methods",
     "out": "out", "format": "format", "generator": "generator", "batch_size": "batch_size",
     "steps": "steps", "max_actors": "max_actors", "precision": "precision", "compile": "compile",
-    "yaw_generator": "yaw_generator", "data": "data",
+    "yaw_generator": "yaw_generator", "data": "data", "pivotal_steps": "pivotal_steps",
 }
 
 
@@ -35,6 +35,9 @@ def configure(parser) -> None:
     parser.add_argument("--yaw-generator", metavar="CKPT",
                         help="yaw methods: a yaw-conditioned generator (default <root>/checkpoints/generator_yaw/model.pt)")
     parser.add_argument("--data", metavar="URI", help="yaw methods: the CelebA root the latents were embedded from")
+    parser.add_argument("--pivotal-steps", type=int, metavar="N",
+                        help="yaw methods: draw each source with a copy of the yaw generator tuned N steps on it "
+                             "(pivotal tuning; 0: off)")
     parser.add_argument("--batch-size", type=int, help="renders per network call (default 64)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default 10, the paper's)")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")

@@ -47,6 +47,7 @@ from headrot.stages.samples import labeller_key, steerer_keys
 log = logging.getLogger(__name__)
 
 STAGE = "render"
+PIVOTAL_BATCH = 8     # pivotal tuning's batch, half the pivot's line, half fresh noise (16 measured no better)
 # Source labels copied to every render (besides the attribute columns).
 LABELS = ("partition", "identity", "yaw", "light")
 
@@ -111,6 +112,11 @@ class RenderConfig:
                                                                   # by colour_map, so the later steps draw on them
                                                                   # (0: off; 2 measured +0.3-0.5 dB on the + side,
                                                                   # bench/NOTES.md)
+    pivotal_steps: int = 0                                        # yaw methods: each source drawn by a copy of the
+                                                                  # yaw generator tuned this many steps on it first
+                                                                  # (pivotal tuning, headrot.model.pivotal; 0: off)
+    pivotal_lr: float = 2e-5                                      # yaw methods: that tuning's learning rate (1e-4
+                                                                  # taught the copies the source's pose: bench/NOTES.md)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -149,6 +155,9 @@ class RenderConfig:
         if not 0 <= self.colour_guidance_steps <= self.steps:
             raise ValueError(f"render: colour_guidance_steps must be in [0, steps={self.steps}], "
                              f"got {self.colour_guidance_steps}")
+        if self.pivotal_steps < 0 or not 0 < self.pivotal_lr < 1:
+            raise ValueError(f"render: pivotal_steps must be >= 0 (0: off) and pivotal_lr in (0, 1), got "
+                             f"{self.pivotal_steps} and {self.pivotal_lr}")
         if self.colour_reference == "source" and not self.data:
             raise ValueError("render: colour_reference source reads the source images: give `data` "
                              "(the CelebA root the latents came from), or use unmoved")
@@ -219,11 +228,14 @@ def calls_per_render(config: RenderConfig) -> dict[str, float]:
             out[m] = round((jacobians * jac * share + legs * rounds * leg_share + k / config.steps + 1) / n_d, 3)
         elif v is not None and v.source == YAW:
             # Its own inversion (headrot.model.sampler.ddim_inversion's network calls, in decodes of
-            # `steps` calls), its own unmoved render, then one decode (or `rounds`) per nonzero delta.
+            # `steps` calls), its own unmoved render, then one decode (or `rounds`) per nonzero delta;
+            # with pivotal tuning first, each step a forward and a backward pass (about three forward
+            # calls) on PIVOTAL_BATCH images.
             nonzero = sum(1 for d in config.deltas if d != 0)
             fixed_point, per_step = config.inversion_iterations
             inversion = (fixed_point + (config.steps - 1) * (1 + per_step)) / config.steps
-            out[m] = round((inversion + 1 + nonzero * rounds) / n_d, 3)
+            tuning = config.pivotal_steps * 3 * PIVOTAL_BATCH / config.steps
+            out[m] = round((inversion + tuning + 1 + nonzero * rounds) / n_d, 3)
         elif v is not None and v.cal:
             nonzero = sum(1 for d in config.deltas if d != 0)
             out[m] = round((nonzero * rounds + 1) / n_d, 3)
@@ -485,21 +497,62 @@ class RenderShards:
         m_rep = np.concatenate([moves[d] for d in nonzero]) if nonzero else z[:0]
         return self.calibrate(lambda scale: self.decode(place(z_rep, m_rep, scale, norm)), colour, base, reference)
 
-    def invert_sources(self, src: "Sources", images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(z, its reconstruction): each source's image [N] inverted by the yaw-conditioned generator
-        under its yaw, and drawn again there; made once per shard for every yaw method."""
+    def yaw_methods(self, src: "Sources", methods: list[tuple[int, Variant]], images: np.ndarray,
+                    colour_sources: np.ndarray | None) -> dict[int, tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+        """{method position: conditioned()'s (images per delta, scales, reads)} of every yaw method,
+        from one inversion of each source image [N] under its yaw, shared by all of them. With
+        `pivotal_steps`, each source is drawn (its unmoved render too) by its own copy of the yaw
+        generator tuned on it (headrot.model.pivotal), the inversion by the untuned one its pivot."""
         z = self.invert_at_yaw(images, src.yaw)
-        return z, self.decode_at_yaw(z, src.yaw)
+        if not self.config.pivotal_steps:
+            inverted = (z, self.decode_at_yaw(z, src.yaw))
+            return {m: self.conditioned(src, v, inverted, colour_sources) for m, v in methods}
+        untuned, per_source = self.yaw_model, []
+        try:
+            for i in range(len(z)):
+                one = src.row(i)
+                self.yaw_model = self.tuned_on(untuned, images[i], z[i], float(src.yaw[i]),
+                                               one.table.column("image_id")[0].as_py())
+                inverted = (z[i:i + 1], self.decode_at_yaw(z[i:i + 1], one.yaw))
+                references = None if colour_sources is None else colour_sources[i:i + 1]
+                per_source.append({m: self.conditioned(one, v, inverted, references) for m, v in methods})
+        finally:
+            self.yaw_model = untuned
+        return {m: ([np.concatenate([p[m][0][d] for p in per_source]) for d in range(len(self.deltas))],
+                    np.concatenate([p[m][1] for p in per_source], axis=1),
+                    np.concatenate([p[m][2] for p in per_source], axis=1)) for m, _ in methods}
+
+    def tuned_on(self, net, image: np.ndarray, pivot: np.ndarray, yaw: float, image_id: str):
+        """`net` (the yaw generator) tuned `pivotal_steps` on one source (uint8 [S,S,3]) whose inversion under
+        its yaw is `pivot` [3,S,S]; seeded by the image id, so a face's renders do not depend on its
+        shard or its neighbours."""
+        import zlib
+
+        import torch
+
+        from headrot.model.pivotal import tune_on_source
+
+        with self.acc.busy.timing(), torch.inference_mode(False):
+            x = self.acc.to_device(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+            z = self.acc.to_device(np.ascontiguousarray(pivot, np.float32))
+            # a compiled generator is tuned (and draws) as its plain module
+            return tune_on_source(getattr(net, "_orig_mod", net), x, z, yaw, self.config.pivotal_steps,
+                                  self.config.pivotal_lr,
+                                  seed=zlib.crc32(image_id.encode()), batch=PIVOTAL_BATCH)
 
     def conditioned(self, src: "Sources", variant: Variant, inverted: tuple[np.ndarray, np.ndarray],
                     sources: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Per delta, each source drawn by the yaw-conditioned generator at yaw + delta from its own
-        inversion under its yaw (`inverted`: invert_sources; -cal: the offset scaled until the reader
+        inversion under its yaw (`inverted`: yaw_methods; -cal: the offset scaled until the reader
         reads delta); delta 0 is that generator's reconstruction, the unmoved render. (images per
         delta, scales [D,N], reads [D,N])."""
         n = len(src.z)
         z, base = inverted
         reference = self.colour_reference(base, sources)
+        if variant.colour and self.config.pivotal_steps:
+            # A tuned copy's own reconstruction drifts in colour (its first optimizer steps move every
+            # weight a little; the turns are guided back, this one is not): -colour maps it too.
+            base = self.recoloured(base, reference, True)
         nonzero = [delta for delta in self.deltas if delta != 0]
         z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
         wanted = np.repeat(np.asarray(nonzero, np.float64), n)
@@ -701,14 +754,15 @@ class RenderShards:
             # colours come from the source; read once per shard for all of them.
             sources = (self.source_images(src.table.column("image_id").to_pylist())
                        if yaw or self.config.colours_from_source() else None)
-            inverted = self.invert_sources(src, sources) if yaw else None
             colour_sources = sources if self.config.colours_from_source() else None
+            yawed = self.yaw_methods(src, [(m, v) for m, v, _ in later if v.source == YAW], sources,
+                                     colour_sources) if yaw else {}
             reference = self.colour_reference(base, colour_sources) if latent else None
             for pos in recolour:
                 out.images[pos] = self.recoloured(out.images[pos], reference, True)
             for m, variant, moves in later:
                 if variant.source == YAW:
-                    images, scales, read = self.conditioned(src, variant, inverted, colour_sources)
+                    images, scales, read = yawed[m]
                 elif moves is None:
                     images, scales, read = self.local(src.z, variant, base, reference)
                 else:
@@ -747,6 +801,11 @@ class Sources:
     lights: list[str]
     values: np.ndarray       # [N, attributes] bool: the fit's key attributes
     rejected: list[str]      # image ids without a finite yaw
+
+    def row(self, i: int) -> "Sources":
+        """Source i alone (pivotal tuning draws each source with its own generator)."""
+        return Sources(self.table.slice(i, 1), self.z[i:i + 1], self.yaw[i:i + 1], self.lights[i:i + 1],
+                       self.values[i:i + 1], [])
 
 
 @dataclass

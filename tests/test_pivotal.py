@@ -1,0 +1,62 @@
+"""headrot.model.pivotal: a copy of the yaw generator fitted to one source, the original untouched."""
+import pytest
+import torch
+
+from headrot.model.conditioning import at_yaw
+from headrot.model.pivotal import pivot_noise, tune_on_source
+from headrot.model.sampler import reverse_diffusion
+from headrot.model.unet import UNet, UNetConfig
+
+
+def tiny_yaw_net():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(image_size=16, widths=(8, 16), block_depth=1, norm_groups=8, yaw_harmonics=2,
+                          zero_init_output=False))   # a zero-initialised output would predict no noise at all
+    torch.nn.init.normal_(net.yaw_in.weight)
+    return net.eval()
+
+
+def test_tuning_fits_the_pivot_to_its_source_and_leaves_the_generator_alone():
+    net = tiny_yaw_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    image = torch.linspace(-0.8, 0.8, 3 * 16 * 16).reshape(3, 16, 16)
+    # A pivot the untrained net draws far from the image (its own inversion would already be close).
+    pivot = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def error(model):
+        with torch.no_grad():
+            return float((reverse_diffusion(at_yaw(model, torch.tensor([10.0])), pivot[None], 4)[0] - image).abs().mean())
+
+    tuned = tune_on_source(net, image, pivot, 10.0, steps=40, lr=3e-3, seed=3)
+    assert error(tuned) < 0.5 * error(net)            # the pivot now draws its source more closely
+    assert not tuned.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    again = tune_on_source(net, image, pivot, 10.0, steps=40, lr=3e-3, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+    assert tune_on_source(net, image, pivot, 10.0, steps=0) is not net   # a copy even untrained
+
+
+def test_tuning_works_inside_inference_mode_as_the_render_actor_calls_it():
+    net = tiny_yaw_net()
+    with torch.inference_mode():
+        image = torch.zeros(3, 16, 16)
+        pivot = torch.randn(3, 16, 16)
+        tuned = tune_on_source(net, image, pivot, 0.0, steps=2, lr=1e-3)
+        assert not torch.equal(next(tuned.parameters()), next(net.parameters()))
+
+
+def test_the_pivot_line_passes_through_the_pivot():
+    net = tiny_yaw_net()
+    image, pivot = torch.rand(3, 16, 16) * 2 - 1, torch.randn(3, 16, 16)
+    from headrot.model.schedule import diffusion_schedule
+
+    sigma_1, alpha_1 = diffusion_schedule(torch.ones(1))
+    assert torch.allclose(alpha_1 * image + sigma_1 * pivot_noise(net, image, pivot), pivot, atol=1e-5)
+
+
+def test_tuning_refuses_nonsense():
+    net = tiny_yaw_net()
+    with pytest.raises(ValueError, match="steps"):
+        tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=-1)
+    with pytest.raises(ValueError, match="batch"):
+        tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=1, batch=1)
