@@ -60,3 +60,17 @@ def test_tuning_refuses_nonsense():
         tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=-1)
     with pytest.raises(ValueError, match="batch"):
         tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=1, batch=1)
+
+
+def test_the_probe_measures_the_copies_the_render_stage_draws_with():
+    """bench.pivotal_tuning's copies after k steps of one run are tune_on_source's after k steps."""
+    from bench.pivotal_tuning import tuned_at
+
+    net = tiny_yaw_net()
+    image, pivot = torch.rand(3, 16, 16) * 2 - 1, torch.randn(3, 16, 16)
+    got = {k: {n: p.clone() for n, p in copy.state_dict().items()}
+           for k, copy in tuned_at(net, image, pivot, 5.0, [2, 4], lr=1e-3, seed=7)}
+    assert sorted(got) == [2, 4]
+    for k in (2, 4):
+        alone = tune_on_source(net, image, pivot, 5.0, k, lr=1e-3, seed=7).state_dict()
+        assert all(torch.equal(got[k][n], p) for n, p in alone.items())
