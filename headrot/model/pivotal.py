@@ -15,7 +15,7 @@ training's reconstruction term), half fresh noise (the source's appearance at ev
 under the source's yaw. The learning rate is small on purpose: at 1e-4 fifty steps teach the copy
 the source's pose as well, and it stops turning (the median pose error went from 2.7 to 7.9 deg);
 at 2e-5 the copy turns a little less, and calibration (`-cal`) takes up most of it (on the demo the
-median pose error rose by 0.44 deg; at 1e-5 by half that, with half the heads still broken).
+median pose error rose by 0.44 deg; at 1e-5 by half that, but 000113 and 000070 broke again at +30).
 """
 from __future__ import annotations
 
