@@ -95,6 +95,7 @@ def main() -> None:
     yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     steps = [int(s) for s in args.steps.split(",")]
+    d = torch.tensor(deltas, dtype=torch.float32)
 
     def drawn(model, z, yaws, refs) -> np.ndarray:
         """z drawn at each yaw, colour-guided 2 steps and transported onto refs, as yaw -colour writes."""
@@ -133,7 +134,6 @@ def main() -> None:
         return out
 
     made: dict[str, dict] = {}
-    d = torch.tensor(deltas, dtype=torch.float32)
     wanted = {f.strip() for f in args.faces.split(",") if f.strip()}
     tuned_faces = [s for s in sources if not wanted or s[:6] in wanted]
     started = time.monotonic()
