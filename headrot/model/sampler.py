@@ -15,7 +15,7 @@ function works under torch.no_grad() and with gradients (the embedder trains thr
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -23,6 +23,14 @@ from headrot.model.schedule import ScheduleConfig, diffusion_schedule
 
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Guide = Callable[[torch.Tensor], torch.Tensor]   # x_0 estimates [N,3,S,S] -> corrected ones, same range
+
+
+class Keep(Protocol):
+    """What blended sampling keeps (headrot.model.keep.KeepOutside)."""
+
+    def noisy(self, x: torch.Tensor, noise_rates: torch.Tensor, signal_rates: torch.Tensor) -> torch.Tensor: ...
+
+    def clean(self, x0: torch.Tensor) -> torch.Tensor: ...
 
 
 # ---------------------------------------------------------------------------
@@ -59,7 +67,7 @@ def _check_steps(steps: int) -> None:
 
 def reverse_diffusion(
     net: Net, initial_noise: torch.Tensor, steps: int = 10, schedule: ScheduleConfig | None = None,
-    start_step: int = 0, guide: Guide | None = None, guide_steps: int = 0,
+    start_step: int = 0, guide: Guide | None = None, guide_steps: int = 0, keep: "Keep | None" = None,
 ) -> torch.Tensor:
     """x_0 from x_T by `steps` deterministic DDIM steps on the grid t = 1, 1 - 1/steps, ..., 1/steps.
 
@@ -76,6 +84,11 @@ def reverse_diffusion(
     noise, so the remaining steps draw detail onto what the guide set: a projection of the
     estimate, as ILVR (Choi et al. 2021) does with a reference's low frequencies. A 32x32
     image's colours are set by the first steps; guide_steps 0 is the plain sampler.
+
+    `keep` (headrot.model.keep.KeepOutside): after every step the path outside its mask is put back
+    on a reference image's noisy line, and the result outside it is that image (blended sampling, as
+    DiffEdit and Blended Diffusion edit one region): the network draws the masked region in the
+    context of the kept one.
     """
     _check_steps(steps)
     if not 0 <= start_step < steps:
@@ -89,7 +102,10 @@ def reverse_diffusion(
     for step in range(start_step, steps):
         next_noisy_images, pred_images = _ddim_step(net, next_noisy_images, step, step_size, schedule,
                                                     guide if step < guide_steps else None)
-    return pred_images
+        if keep is not None:
+            next_noisy_images = keep.noisy(next_noisy_images, *_rates(1.0 - (step + 1) * step_size,
+                                                                      len(initial_noise), initial_noise, schedule))
+    return pred_images if keep is None else keep.clean(pred_images)
 
 
 def _ddim_step(net: Net, noisy_images: torch.Tensor, step: int, step_size: float,
