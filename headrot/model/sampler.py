@@ -26,7 +26,7 @@ Guide = Callable[[torch.Tensor], torch.Tensor]   # x_0 estimates [N,3,S,S] -> co
 
 
 class Keep(Protocol):
-    """What blended sampling keeps (headrot.model.keep.KeepOutside)."""
+    """What blended sampling keeps (bench.keep_background.KeepOutside)."""
 
     def noisy(self, x: torch.Tensor, noise_rates: torch.Tensor, signal_rates: torch.Tensor) -> torch.Tensor: ...
 
@@ -85,7 +85,7 @@ def reverse_diffusion(
     estimate, as ILVR (Choi et al. 2021) does with a reference's low frequencies. A 32x32
     image's colours are set by the first steps; guide_steps 0 is the plain sampler.
 
-    `keep` (headrot.model.keep.KeepOutside): after every step the path outside its mask is put back
+    `keep` (bench.keep_background.KeepOutside): after every step the path outside its mask is put back
     on a reference image's noisy line, and the result outside it is that image (blended sampling, as
     DiffEdit and Blended Diffusion edit one region): the network draws the masked region in the
     context of the kept one.

@@ -1,9 +1,9 @@
-"""headrot.model.keep: DiffEdit's mask of where the yaw acts, and sampling that keeps the rest."""
+"""bench.keep_background: DiffEdit's mask of where the yaw acts, and sampling that keeps the rest."""
 import pytest
 import torch
 
 from headrot.model.conditioning import at_yaw
-from headrot.model.keep import KeepOutside, edit_mask
+from bench.keep_background import KeepOutside, edit_mask
 from headrot.model.pivotal import pivot_noise
 from headrot.model.sampler import ddim_inversion, reverse_diffusion
 from tests.test_pivotal import tiny_yaw_net
