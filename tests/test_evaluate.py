@@ -112,6 +112,24 @@ def test_no_move_pose_error_is_the_delta(synthetic_run):
     assert sum(v["n"] for v in report["per_light"]["oracle"].values()) == N_SOURCES * len(DELTAS)
 
 
+def test_pose_by_target_yaw_puts_the_judges_floor_beside_each_method(synthetic_run):
+    """The oracle's renders are the ground truths: in every |target yaw| band its pose error is the
+    judge's own error on them; the bands hold every turned render once."""
+    from headrot.evaluate.aggregate import TARGET_BANDS, band_label
+
+    bands = synthetic_run["report"]["pose_by_target_yaw"]
+    assert set(bands) == {"oracle", "no_move"}
+    for band, v in bands["oracle"].items():
+        assert band in {band_label(k) for k in range(len(TARGET_BANDS))}
+        assert v["pose_error_deg_median"] == v["judge_on_truth_deg_median"], band
+    turned = N_SOURCES * sum(1 for d in DELTAS if d)
+    assert sum(v["n"] for v in bands["oracle"].values()) == turned
+    # no_move stays at the source's yaw: off by |delta| wherever its target is, far above the floor
+    assert all(v["pose_error_deg_median"] > v["judge_on_truth_deg_median"] + 5 for v in bands["no_move"].values())
+    rdir = storage.join(synthetic_run["root"], "report")
+    assert storage.exists(storage.join(rdir, "pose_error_vs_target_yaw.png"))
+
+
 def test_report_files_are_self_contained(synthetic_run):
     rdir = storage.join(synthetic_run["root"], "report")
     page = storage.read_bytes(storage.join(rdir, "report.html")).decode()

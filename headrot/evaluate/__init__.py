@@ -31,6 +31,9 @@ report.json (all numbers plain JSON; a metric that cannot be measured is null):
           "psnr_db": float|null, "ssim": float|null, "identity_top1": float|null}}},
       "per_light": {method: {"left"|"center"|"right": {same keys, over every delta}}},
       "light_difference": {light: {"psnr_db": headrot - light_agnostic, "pose_error_deg_median": ...}},
+      "pose_by_target_yaw": {method: {"0-15"|"15-30"|"30-45"|"45-60"|"60+": {  # |true target yaw|,
+          "n": int, "pose_error_deg_median": float|null,                        # turned renders
+          "judge_on_truth_deg_median": float|null}}},  # the judge's own error on their ground truths
       "embedding": {"method": str, "delta": int, "n": int,
                     "psnr_db": float|null, "ssim": float|null,  # delta-0 render vs the preprocessed source
                     "latents_recon_psnr_db_mean": float|null},  # what the embed stage recorded

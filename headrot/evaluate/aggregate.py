@@ -22,6 +22,9 @@ BEAT_NO_MOVE_FROM = 10
 # A render with more than this share of its pixels in colours its source lacks has a colour fault
 # (recoloured hair, a relit face, a blotch): the render stage's max_novel_colour guard's share.
 COLOUR_FAULT_SHARE = 0.03
+# |target yaw| bands of the pose-by-target breakdown (degrees; the last one open): the demo's
+# sources reach +-45 and its turns +-30, and the yaw generator was trained to +-60.
+TARGET_BANDS = (0, 15, 30, 45, 60)
 # Unreadable sources named in the notes before "... and N more".
 NOTED_SOURCES = 20
 
@@ -190,6 +193,7 @@ def columns(metrics: pa.Table) -> dict[str, np.ndarray]:
          "ssim": f("ssim"), "top1": f("identity_top1"), "source_psnr": f("source_psnr_db"),
          "source_ssim": f("source_ssim"), "source_pose_error": f("source_pose_error_deg"),
          "novel": f("novel_colour_share"), "colour_psnr": f("colour_psnr_db"),
+         "target_yaw": f("target_yaw_true"), "truth_pose_error": f("truth_pose_error_deg"),
          "source_ok": np.array([e is None for e in metrics.column("source_error").to_pylist()], bool)}
     m["achieved"] = achieved_yaw(m["est_yaw"], m["sid"], m["method"], m["delta"])
     return m
@@ -248,6 +252,30 @@ def breakdowns(m: dict[str, np.ndarray]) -> tuple[dict, dict]:
     return methods, per_light
 
 
+def band_label(k: int) -> str:
+    lo = TARGET_BANDS[k]
+    return f"{lo}-{TARGET_BANDS[k + 1]}" if k + 1 < len(TARGET_BANDS) else f"{lo}+"
+
+
+def by_target_yaw(m: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{method: {"<lo>-<hi>" | "<lo>+": {n, pose_error_deg_median, judge_on_truth_deg_median}}} over
+    each method's turned renders by |true target yaw| (TARGET_BANDS); empty without ground truth.
+    Where a render should be decides how well it can be made (and read): the judge's median error on
+    the ground truths of the same renders is beside each figure."""
+    target = np.abs(m["target_yaw"])
+    turned = (m["delta"] != 0) & np.isfinite(target)
+    band = np.searchsorted(np.asarray(TARGET_BANDS[1:]), target, side="right")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in sorted(set(m["method"][turned].tolist())):
+        for k in range(len(TARGET_BANDS)):
+            sel = turned & (m["method"] == method) & (band == k)
+            if sel.any():
+                out.setdefault(method, {})[band_label(k)] = {
+                    "n": int(sel.sum()), "pose_error_deg_median": _stat(m["pose_error"][sel], np.median),
+                    "judge_on_truth_deg_median": _stat(m["truth_pose_error"][sel], np.median)}
+    return out
+
+
 def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
     """The report's measured part: schema, kind, summary, methods, per_light, light_difference,
     embedding, pose_estimator, targets, notes (headrot.evaluate's docstring)."""
@@ -277,7 +305,8 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
         "targets_total": len(targets),
     }
     return {"schema": 1, "kind": "synthetic" if ctx.synthetic else "real", "summary": summary,
-            "methods": methods, "per_light": per_light, "light_difference": light_diff, "embedding": embedding,
+            "methods": methods, "per_light": per_light, "light_difference": light_diff,
+            "pose_by_target_yaw": by_target_yaw(m), "embedding": embedding,
             "pose_estimator": pose, "targets": targets,
             "notes": source_notes(m, metrics.column("source_error").to_pylist()) + list(ctx.notes)}
 

@@ -1,7 +1,8 @@
 """measure: one rotated/ shard -> its per-render metrics table (a Ray task; no image leaves it).
 
     read the shard's renders -> decode them and their sources (preprocessed like the model's input)
-    -> synthetic: the judge's yaw, PSNR / SSIM against the ground-truth render, identity top-1
+    -> synthetic: the judge's yaw (and its reading of the ground truth), PSNR / SSIM against the
+       ground-truth render, identity top-1
        in a gallery of the set's identities in the same pose and light (headrot.evaluate.truth)
     -> real: the judge's yaw from mediapipe when installed
     -> every render of method no_move or at delta 0: PSNR / SSIM against its source
@@ -38,6 +39,7 @@ METRICS = pa.schema([
     ("target_yaw_true", pa.float64()),      # true source yaw + delta (synthetic)
     ("estimated_yaw", pa.float64()),        # the judge's reading of the render
     ("pose_error_deg", pa.float64()),
+    ("truth_pose_error_deg", pa.float64()),  # |judge(ground truth) - target|: the judge's own error there
     ("psnr_db", pa.float64()), ("ssim", pa.float64()),   # vs the ground-truth render (synthetic)
     ("identity_top1", pa.float64()),        # 1.0 / 0.0 (synthetic)
     ("source_psnr_db", pa.float64()), ("source_ssim", pa.float64()),  # vs the source (no_move or delta 0)
@@ -134,6 +136,13 @@ def _synthetic(cols: dict, images, sid, delta, sources, spec: MeasureSpec) -> in
     groups: dict[tuple[str, int], list[int]] = {}
     for i, key in enumerate(zip(sid.tolist(), delta.tolist())):
         groups.setdefault(key, []).append(i)
+    # The judge read on each ground truth: what a perfect render at that target would score (the
+    # judge errs more at the extreme yaws, where the method's figures must not be blamed for it).
+    # One truth per call: a batch's composition moves the judge's float sums (1e-5 deg), and a
+    # truth's reading must not depend on which shard its renders fell in.
+    for (s, d), idx in groups.items():
+        est = float(estimator.predict(gt.render(s, d)[None])[0])
+        cols["truth_pose_error_deg"][np.asarray(idx)] = abs(est - cols["target_yaw_true"][idx[0]])
     for (s, d), idx in groups.items():
         idx = np.asarray(idx)
         ref = np.broadcast_to(gt.render(s, d), images[idx].shape)

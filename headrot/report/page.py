@@ -25,8 +25,10 @@ def cases_caption(method: str, synthetic: bool) -> str:
             (" vs ground truth (source | render | ground truth)" if synthetic else " (reconstruction)"))
 
 
-def make_figures(methods_report: dict, pose_info: dict, synthetic: bool) -> dict[str, tuple[bytes, str]]:
-    """The metric-vs-delta figures: {file name: (png, caption)}."""
+def make_figures(methods_report: dict, pose_info: dict, synthetic: bool,
+                 by_target: dict | None = None) -> dict[str, tuple[bytes, str]]:
+    """The metric-vs-delta figures, and pose error by |target yaw| (`by_target`: report.json's
+    pose_by_target_yaw): {file name: (png, caption)}."""
     figs: dict[str, tuple[bytes, str]] = {}
     mae = pose_info.get("mae_deg_heldout")
     has = lambda key: any(v.get(key) is not None for per in methods_report.values() for v in per.values())  # noqa: E731
@@ -36,6 +38,11 @@ def make_figures(methods_report: dict, pose_info: dict, synthetic: bool) -> dict
             methods_report, "pose_error_deg_median", "median pose error (degrees)",
             f"Pose error vs delta ({est})", band=mae, band_label="estimator MAE", ideal="abs"),
             f"Median |estimated yaw - target yaw| per delta; grey band: {est}; dotted: |delta| (no rotation).")
+    if by_target:
+        figs["pose_error_vs_target_yaw.png"] = (plots.pose_by_band(by_target, "Pose error by |target yaw|"),
+            "Median pose error of the turned renders by how far from frontal their target is; dashed: the "
+            "judge's own median error on the same renders' ground truths, the floor no render reads below. "
+            "Sources at +-45 turned 30 further reach +-75.")
     if synthetic and has("psnr_db"):
         figs["psnr_vs_delta.png"] = (plots.metric_vs_delta(
             methods_report, "psnr_db", "PSNR vs ground truth (dB)", "PSNR vs delta"),

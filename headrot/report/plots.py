@@ -62,6 +62,37 @@ def metric_vs_delta(methods: dict[str, dict[str, dict]], key: str, ylabel: str, 
     return _png(fig)
 
 
+def pose_by_band(bands: dict[str, dict[str, dict]], title: str) -> bytes:
+    """One line per method of its median pose error per |target yaw| band (report.json's
+    pose_by_target_yaw), and the judge's own median error on the same renders' ground truths
+    (dashed black: the floor no render can read below)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    labels = sorted({b for per in bands.values() for b in per}, key=lambda b: float(b.split("-")[0].rstrip("+")))
+    x = {b: i for i, b in enumerate(labels)}
+    floor: dict[str, list[float]] = {}
+    for i, (method, per) in enumerate(sorted(bands.items())):
+        pts = [(x[b], v["pose_error_deg_median"]) for b, v in per.items() if v.get("pose_error_deg_median") is not None]
+        for b, v in per.items():
+            if v.get("judge_on_truth_deg_median") is not None:
+                floor.setdefault(b, []).append(v["judge_on_truth_deg_median"])
+        if pts:
+            color, marker = STYLE.get(method, (f"C{(i + 5) % 10}", "x"))
+            ax.plot(*zip(*sorted(pts)), marker=marker, color=color, label=method, lw=1.6, ms=5)
+    if floor:
+        # the methods' renders of one band share their ground truths' targets, not always their rows
+        pts = sorted((x[b], float(np.median(v))) for b, v in floor.items())
+        ax.plot(*zip(*pts), ls="--", color="black", lw=1.2, label="judge on the ground truth")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_xlabel("|target yaw| (degrees)")
+    ax.set_ylabel("median pose error (degrees)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # beside: the lines rise to the right
+    return _png(fig)
+
+
 def cases_sheet(cases: Sequence[dict], with_truth: bool) -> bytes:
     """Rows: source | render | ground truth (when known), labelled with the case's kind and PSNR.
 

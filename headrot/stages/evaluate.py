@@ -48,7 +48,8 @@ TASK_CPUS = 0.5
 # report/metrics.parquet: one row per render, these columns (float32 on disk).
 METRICS_FILE = [("source_id", pa.string()), ("method", pa.string()), ("delta", pa.int16()),
                 ("light", pa.string()), ("target_yaw_true", pa.float32()), ("estimated_yaw", pa.float32()),
-                ("pose_error_deg", pa.float32()), ("psnr_db", pa.float32()), ("ssim", pa.float32()),
+                ("pose_error_deg", pa.float32()), ("truth_pose_error_deg", pa.float32()),
+                ("psnr_db", pa.float32()), ("ssim", pa.float32()),
                 ("identity_top1", pa.float32()), ("novel_colour_share", pa.float32()),
                 ("colour_psnr_db", pa.float32())]
 
@@ -266,7 +267,8 @@ def figures_of(report: dict, metrics: pa.Table, files: list[str], spec: MeasureS
     from headrot.report.trajectory_fit import trajectory_figure
 
     synthetic = spec.synthetic
-    figures = page.make_figures(report["methods"], report["pose_estimator"], synthetic)
+    figures = page.make_figures(report["methods"], report["pose_estimator"], synthetic,
+                                report.get("pose_by_target_yaw"))
     uri = RunLayout(config.root).trajectories_table
     if storage.exists(uri) and (png := trajectory_figure(tables.read_parquet(uri))) is not None:
         figures["trajectories.png"] = (png, page.TRAJECTORIES_CAPTION)
