@@ -278,7 +278,7 @@ def by_target_yaw(m: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, Any
 
 def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
     """The report's measured part: schema, kind, summary, methods, per_light, light_difference,
-    embedding, pose_estimator, targets, notes (headrot.evaluate's docstring)."""
+    pose_by_target_yaw, embedding, pose_estimator, targets, notes (headrot.evaluate's docstring)."""
     if metrics.num_rows == 0:
         raise ValueError("aggregate: no renders")
     m = columns(metrics)

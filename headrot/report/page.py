@@ -41,8 +41,7 @@ def make_figures(methods_report: dict, pose_info: dict, synthetic: bool,
     if by_target:
         figs["pose_error_vs_target_yaw.png"] = (plots.pose_by_band(by_target, "Pose error by |target yaw|"),
             "Median pose error of the turned renders by how far from frontal their target is; dashed: the "
-            "judge's own median error on the same renders' ground truths, the floor no render reads below. "
-            "Sources at +-45 turned 30 further reach +-75.")
+            "judge's own median error on the same renders' ground truths, the floor no render reads below.")
     if synthetic and has("psnr_db"):
         figs["psnr_vs_delta.png"] = (plots.metric_vs_delta(
             methods_report, "psnr_db", "PSNR vs ground truth (dB)", "PSNR vs delta"),

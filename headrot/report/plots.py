@@ -80,7 +80,8 @@ def pose_by_band(bands: dict[str, dict[str, dict]], title: str) -> bytes:
             color, marker = STYLE.get(method, (f"C{(i + 5) % 10}", "x"))
             ax.plot(*zip(*sorted(pts)), marker=marker, color=color, label=method, lw=1.6, ms=5)
     if floor:
-        # the methods' renders of one band share their ground truths' targets, not always their rows
+        # every method renders the same (source, delta) pairs, so their floors agree; the median
+        # covers a report whose methods were rendered on different faces
         pts = sorted((x[b], float(np.median(v))) for b, v in floor.items())
         ax.plot(*zip(*pts), ls="--", color="black", lw=1.2, label="judge on the ground truth")
     ax.set_xticks(range(len(labels)))
