@@ -15,10 +15,8 @@ session).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,46 +27,29 @@ def main() -> None:
     ap.add_argument("--steps", default="0,1,2,3,5,10", help="guided steps to try (comma list)")
     args = ap.parse_args()
 
-    import pandas as pd
     import torch
 
-    from bench.path_probes import PRIMARY, latents_of, measured, root_sources
+    from bench.path_probes import measured, print_by_delta, yaw_faces
     from headrot.colour import transport_colours
-    from headrot.data.images import decode_face
-    from headrot.model.checkpoint import load_model
     from headrot.model.conditioning import at_yaw
     from headrot.model.sampler import ddim_inversion, reverse_diffusion
     from headrot.report.grid import to_uint8
 
-    torch.set_num_threads(2)
-    net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")
-    sources, deltas = root_sources(args.root)
-    labelled = latents_of(args.root, set(sources), columns=("yaw",))
-    images = np.stack([decode_face((Path(args.root) / "data" / "img_align_celeba" / s).read_bytes(), config.image_size)
-                       for s in sources])
-    yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
+    net, config, sources, deltas, images, yaw, x = yaw_faces(args.root)
 
     def onto_sources(x0: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(transport_colours(to_uint8(x0), images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     made = {}
     with torch.no_grad():
-        z = ddim_inversion(at_yaw(net, yaw), torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                           10, None, 5, 2)
+        z = ddim_inversion(at_yaw(net, yaw), x, 10, None, 5, 2)
         for k in (int(s) for s in args.steps.split(",")):
             drawn = {d: transport_colours(to_uint8(reverse_diffusion(at_yaw(net, yaw + d), z, 10, guide=onto_sources,
                                                                      guide_steps=k)), images) for d in deltas}
             made[f"guided-{k}"] = {(s, d): drawn[d][i] for d in deltas for i, s in enumerate(sources)}
     out = ROOT / "runs" / "probes" / "colour-guidance"
     out.mkdir(parents=True, exist_ok=True)
-    report = measured(args.root, made, out, config.image_size)
-    metrics = pd.read_parquet(out / "metrics.parquet")
-    for method in [*made, PRIMARY, "no_move"]:
-        mine = metrics[metrics.method == method].groupby("delta")
-        print(json.dumps({"method": method, **report[method],
-                          "psnr_db_by_delta": mine.psnr_db.mean().round(2).tolist(),
-                          "colour_psnr_db_by_delta": mine.colour_psnr_db.mean().round(2).tolist()}))
-
+    print_by_delta(out, measured(args.root, made, out, config.image_size), list(made))
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,6 @@ nineteenth session.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -141,25 +140,13 @@ def main() -> None:
     ap.add_argument("--name", default="keep-background")
     args = ap.parse_args()
 
-    import pandas as pd
-
-    from bench.path_probes import PRIMARY, latents_of, measured, root_sources
+    from bench.path_probes import measured, print_by_delta, yaw_faces
     from headrot.colour import transport_colours
-    from headrot.data.images import decode_face
-    from headrot.model.checkpoint import load_model
     from headrot.model.pivotal import pivot_noise
     from headrot.model.sampler import ddim_inversion, reverse_diffusion
     from headrot.report.grid import image_grid, to_uint8
 
-    torch.set_num_threads(2)
-    net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")
-    net.eval()
-    sources, deltas = root_sources(args.root)
-    labelled = latents_of(args.root, set(sources), columns=("yaw",))
-    images = np.stack([decode_face((Path(args.root) / "data" / "img_align_celeba" / s).read_bytes(), config.image_size)
-                       for s in sources])
-    yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    net, config, sources, deltas, images, yaw, x = yaw_faces(args.root)
 
     def onto_sources(x0: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(transport_colours(to_uint8(x0), images)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -194,14 +181,7 @@ def main() -> None:
             labels.append(f"{s[:6]} {name}")
     image_grid(np.stack(cells), nrow=len(turned), upscale=3, row_labels=labels,
                col_labels=[f"{d:+d}" for d in turned]).save(out / "masks.png")
-    report = measured(args.root, made, out, config.image_size)
-    metrics = pd.read_parquet(out / "metrics.parquet")
-    for method in [*made, PRIMARY, "no_move"]:
-        mine = metrics[metrics.method == method].groupby("delta")
-        print(json.dumps({"method": method, **report[method],
-                          "psnr_db_by_delta": mine.psnr_db.mean().round(2).tolist(),
-                          "colour_psnr_db_by_delta": mine.colour_psnr_db.mean().round(2).tolist()}))
-
+    print_by_delta(out, measured(args.root, made, out, config.image_size), list(made))
 
 if __name__ == "__main__":
     main()

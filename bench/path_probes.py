@@ -162,6 +162,39 @@ def root_sources(root: str) -> tuple[list[str], list[int]]:
     return sorted({r["source_id"] for r in base}), sorted({int(r["delta"]) for r in base})
 
 
+def yaw_faces(root: str):
+    """The shipped yaw generator (eval mode, 2 torch threads) and the root's rendered test faces as
+    the yaw probes draw them: (net, config, sources, deltas, images uint8 [N,S,S,3], their labelled
+    yaws float32 [N], images as a float tensor [N,3,S,S] in [-1, 1])."""
+    import torch
+
+    from headrot.data.images import decode_face
+    from headrot.model.checkpoint import load_model
+
+    torch.set_num_threads(2)
+    net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")
+    net.eval()
+    sources, deltas = root_sources(root)
+    labelled = latents_of(root, set(sources), columns=("yaw",))
+    images = np.stack([decode_face((Path(root) / "data" / "img_align_celeba" / s).read_bytes(), config.image_size)
+                       for s in sources])
+    yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
+    return net, config, sources, deltas, images, yaw, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def print_by_delta(out: Path, report: dict[str, dict], methods: list[str]) -> None:
+    """One JSON line per method: `measured`'s yardstick, and its mean PSNR and colour PSNR per delta
+    (from out/metrics.parquet)."""
+    import pandas as pd
+
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    for method in [*methods, PRIMARY, "no_move"]:
+        mine = metrics[metrics.method == method].groupby("delta")
+        print(json.dumps({"method": method, **report[method],
+                          "psnr_db_by_delta": mine.psnr_db.mean().round(2).tolist(),
+                          "colour_psnr_db_by_delta": mine.colour_psnr_db.mean().round(2).tolist()}))
+
+
 def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> dict[str, dict]:
     """Renders {method: {(source, delta): uint8 image}} of the root's test faces, measured as the
     evaluate stage measures its own: written beside the root's default and no_move rows to

@@ -76,24 +76,14 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from bench.path_probes import PRIMARY, latents_of, measured, root_sources
+    from bench.path_probes import PRIMARY, measured, yaw_faces
     from headrot.colour import transport_colours
-    from headrot.data.images import decode_face
     from headrot.directions import calibrate
-    from headrot.model.checkpoint import load_model
     from headrot.model.conditioning import at_yaw
     from headrot.model.sampler import ddim_inversion, reverse_diffusion
     from headrot.report.grid import to_uint8
 
-    torch.set_num_threads(2)
-    net, config, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator_yaw.pt"), "generator")
-    net.eval()
-    sources, deltas = root_sources(args.root)
-    labelled = latents_of(args.root, set(sources), columns=("yaw",))
-    images = np.stack([decode_face((Path(args.root) / "data" / "img_align_celeba" / s).read_bytes(), config.image_size)
-                       for s in sources])
-    yaw = torch.tensor([labelled[s]["yaw"] for s in sources], dtype=torch.float32)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    net, config, sources, deltas, images, yaw, x = yaw_faces(args.root)
     steps = [int(s) for s in args.steps.split(",")]
     d = torch.tensor(deltas, dtype=torch.float32)
 
