@@ -199,7 +199,8 @@ def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> di
     """Renders {method: {(source, delta): uint8 image}} of the root's test faces, measured as the
     evaluate stage measures its own: written beside the root's default and no_move rows to
     out/part-00000.parquet, read by its judge (out/metrics.parquet), bench.latent's yardstick per
-    method returned, and a contact sheet of the eye-labelled faces (out/sheet.png: each method's
+    method returned (with `pose_by_target_yaw`, {band: [median pose error, the judge's on the
+    truths]}, as the evaluate stage breaks it down), and a contact sheet of the eye-labelled faces (out/sheet.png: each method's
     row of deltas, then the default's)."""
     import io
 
@@ -209,6 +210,7 @@ def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> di
 
     from bench.latent import yardstick
     from headrot.config import from_mapping, load_yaml
+    from headrot.evaluate.aggregate import by_target_yaw, columns
     from headrot.evaluate.measure import measure
     from headrot.layout import RunLayout
     from headrot.report.grid import image_grid, png_bytes
@@ -225,13 +227,18 @@ def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> di
     evaluate = from_mapping(E.EvaluateConfig, {**(load_yaml(ROOT / "configs" / "demo.yaml").get("evaluate") or {}),
                                                "root": root, "data": f"{root}/data"}, "bench.path_probes")
     spec, _, _ = E._synthetic_judge(evaluate, f"{root}/data", sources, image_size, RunLayout(root).report)
-    metrics = measure(0, str(uri), spec)[0].to_pandas()
+    table = measure(0, str(uri), spec)[0]
+    metrics = table.to_pandas()
     metrics.to_parquet(out / "metrics.parquet")
+    # the evaluate stage's breakdown by |target yaw|: where the turn is far, the judge's floor beside it
+    bands = by_target_yaw(columns(table))
     report = {}
     for method in [*made, PRIMARY, "no_move"]:
         moved = metrics[(metrics.method == method) & (metrics.delta != 0)]
         report[method] = {"pose_error_deg_median_nonzero": round(float(moved.pose_error_deg.median()), 3),
-                          **yardstick(metrics, method)}
+                          **yardstick(metrics, method),
+                          "pose_by_target_yaw": {band: [f["pose_error_deg_median"], f["judge_on_truth_deg_median"]]
+                                                 for band, f in bands.get(method, {}).items()}}
     labelled = json.loads((ROOT / "bench" / "results" / "eye-breaks.json").read_text())["faces"]
     shown = [s for s in sources if s[:6] in set(labelled)]
     originals = {(r["source_id"], int(r["delta"])): r["image"]["bytes"] for r in template.to_pylist() if r["method"] == PRIMARY}

@@ -4,7 +4,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
                                                [--pairs truth|identity] [--inversions PROBE] [--per-identity 10]
-                                               [--colour-weight W]
+                                               [--colour-weight W] [--reach 60]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
@@ -173,13 +173,14 @@ def asset_state(probe) -> dict:
 
 
 def coupled_pairs(out: Path, net, sources: int, seed: int = 0, kind: str = "truth",
-                  inversions: Path | None = None) -> dict:
+                  inversions: Path | None = None, reach: float = 60.0) -> dict:
     """Training pairs for `train --coupled`, made once and cached in out/pairs.npz: `sources`
     training faces x_s (true yaw y_s), their inversion z_s under y_s by `net` (the embed stage's
     (5, 2) inversion), and up to two turns x_t of each at yaw y_t:
 
     - kind "truth": the renderer's truth (headrot.evaluate.truth), the same head and light at
-      y_t = y_s + delta, |delta| in [5, 35], |y_t| <= 60: synthetic data only;
+      y_t = y_s + delta, |delta| in [5, 35], |y_t| <= `reach` (the renderer and the judge go to
+      80): synthetic data only;
     - kind "identity": other images of the same identity with the same light label, |y_t - y_s| in
       [5, 45]: what a CelebA-layout set affords (identity_CelebA.txt and the light labels), where
       another photo of a person is also another expression, pitch and light within the class.
@@ -208,7 +209,7 @@ def coupled_pairs(out: Path, net, sources: int, seed: int = 0, kind: str = "trut
         for i in pick:
             for _ in range(2):
                 delta = float(rng.uniform(5, 35) * rng.choice([-1, 1]))
-                delta = float(np.clip(yaws[i] + delta, -60, 60) - yaws[i])
+                delta = float(np.clip(yaws[i] + delta, -reach, reach) - yaws[i])
                 src.append(i), x_t.append(ground.render(ids[i], delta)), y_t.append(yaws[i] + delta)
     else:
         identity, light = truth.column("identity").to_numpy(), np.asarray(truth.column("light").to_pylist())
@@ -266,7 +267,8 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0, co
 
 
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
-                  inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0) -> None:
+                  inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
+                  reach: float = 60.0) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
     generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
@@ -299,7 +301,7 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     elif init != "shipped":   # "shipped": the demo generator with a zero yaw embedding, to the bit
         net.load_state_dict(torch.load(ROOT / "runs" / "probes" / init / "model.pt", weights_only=True)["ema"])
     net.eval()
-    pairs = coupled_pairs(out, net, sources, kind=pairs_kind, inversions=inversions)
+    pairs = coupled_pairs(out, net, sources, kind=pairs_kind, inversions=inversions, reach=reach)
     net.train()
     ema = EMA(net, 0.999, warmup=False)
     opt = torch.optim.AdamW([{"params": base.parameters(), "lr": 1e-4},
@@ -609,6 +611,8 @@ def main() -> None:
                     help="--coupled: images per head in the probe's synthetic set (faces / this = heads)")
     ap.add_argument("--pairs", choices=["truth", "identity"], default="truth",
                     help="--coupled: turns by the renderer's truth, or other images of the identity in the same light")
+    ap.add_argument("--reach", type=float, default=60.0,
+                    help="--coupled --pairs truth: the largest |yaw| a turn is drawn at (default 60; the renderer's limit is 80)")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
@@ -634,7 +638,7 @@ def main() -> None:
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
-                          args.per_identity, args.colour_weight)
+                          args.per_identity, args.colour_weight, args.reach)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":

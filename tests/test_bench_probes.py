@@ -166,6 +166,28 @@ def test_coupled_pairs_turn_each_head_in_its_own_light(tmp_path):
     np.testing.assert_array_equal(again["z_s"], pairs["z_s"])
 
 
+def test_coupled_pairs_turn_no_further_than_their_reach(tmp_path):
+    """`reach` bounds every target yaw; the draws are the default's, so only the clipped turns
+    differ (a run with reach 80 trains on the far turns a reach-60 run never saw)."""
+    import numpy as np
+
+    from bench.yaw_conditioned import coupled_pairs
+    from headrot.synth.writer import write_synthetic_celeba
+
+    net = conditional(UNet(PRESETS["tiny"]))
+    made = {}
+    for reach in (20, 80):
+        out = tmp_path / str(reach)
+        write_synthetic_celeba(str(out / "data"), 12, seed=5, images_per_identity=4)
+        made[reach] = coupled_pairs(out, net, sources=6, reach=reach)
+    near, far = made[20], made[80]
+    assert np.abs(near["y_t"]).max() <= 20 + 1e-4 and np.isclose(np.abs(near["y_t"]), 20).any()
+    assert np.abs(far["y_t"]).max() > 20
+    inside = np.abs(far["y_t"]) < 20
+    np.testing.assert_allclose(near["y_t"][inside], far["y_t"][inside], atol=1e-4)
+    np.testing.assert_array_equal(near["x_t"][inside], far["x_t"][inside])
+
+
 def test_conditional_samples_are_drawn_under_the_roots_labelled_yaws(tmp_path):
     """The sample FD of a yaw-conditioned candidate: each sample under a yaw of the root's own
     labels, so a root labelled all at one yaw gives the samples of that yaw, and another yaw others."""
