@@ -200,8 +200,8 @@ def measured(root: str, made: dict[str, dict], out: Path, image_size: int) -> di
     evaluate stage measures its own: written beside the root's default and no_move rows to
     out/part-00000.parquet, read by its judge (out/metrics.parquet), bench.latent's yardstick per
     method returned (with `pose_by_target_yaw`, {band: [median pose error, the judge's on the
-    truths]}, as the evaluate stage breaks it down), and a contact sheet of the eye-labelled faces (out/sheet.png: each method's
-    row of deltas, then the default's)."""
+    truths]}, as the evaluate stage breaks it down), and a contact sheet of the eye-labelled faces
+    (out/sheet.png: each method's row of deltas, then the default's)."""
     import io
 
     import pyarrow as pa
