@@ -199,6 +199,19 @@ def sample_fd(root: str, report: dict, samples, data: str) -> dict[str, float | 
             "sample_fd_floor": round(frechet_distance(b[::2], b[1::2]), 4)}
 
 
+def yaw_generator_provenance(checkpoint: str) -> str:
+    """What the root's yaw-conditioned generator is, from the record `bench.yaw_conditioned export`
+    writes into the file (probe, step, command), so the table's row names the file it measured."""
+    from headrot.model.checkpoint import load_model
+
+    _, _, extra = load_model(checkpoint, "generator")
+    made = extra.get("yaw_conditioned") or {}
+    if not made:
+        return f"the yaw-conditioned generator {checkpoint} (no export record)"
+    return (f"its yaw-conditioned fine-tune ({made.get('probe')}'s {made.get('weights')} weights, "
+            f"{made.get('step'):,} steps; `{made.get('made_by')}`)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--generator", default=None, help="generator checkpoint (default: the shipped demo model)")
@@ -248,7 +261,7 @@ def main() -> None:
                    else (lambda: generator_samples(generator)), data)
     result = {
         "generator": (args.generator or "headrot/assets/demo_generator.pt (shipped)")
-        + (" + its yaw-conditioned fine-tune, headrot/assets/demo_generator_yaw.pt (shipped)" if yaw_primary else ""),
+        + (" + " + yaw_generator_provenance(yaw_generator) if yaw_primary else ""),
         "root": args.root,
         "sources": report["summary"]["n_sources"],
         "judge": {k: report["pose_estimator"].get(k) for k in ("kind", "seed", "mae_deg_heldout", "model")},

@@ -71,6 +71,25 @@ def test_latent_yardstick_on_a_hand_built_metrics_table():
     assert len(grid) == 23 + 5 and "local-ortho-norm-cal" in grid and "embeddings" not in grid
 
 
+def test_latent_rows_name_the_yaw_file_they_measured(tmp_path):
+    """The generator table's first row describes the yaw generator from the export record inside
+    the file (probe, weights, step, command), not from a sentence typed after the run."""
+    from dataclasses import replace
+
+    from bench.latent import yaw_generator_provenance
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import PRESETS, UNet
+
+    config = replace(PRESETS["tiny"], yaw_harmonics=2)
+    record = {"probe": "far80-b", "weights": "net", "step": 22835,
+              "made_by": "python -m bench.yaw_conditioned export far80-b --weights net"}
+    save_model(str(tmp_path / "yaw.pt"), "generator", UNet(config), config, extra={"yaw_conditioned": record})
+    said = yaw_generator_provenance(str(tmp_path / "yaw.pt"))
+    assert "far80-b's net weights" in said and "22,835 steps" in said and record["made_by"] in said
+    save_model(str(tmp_path / "bare.pt"), "generator", UNet(config), config)
+    assert "no export record" in yaw_generator_provenance(str(tmp_path / "bare.pt"))
+
+
 def test_average_checkpoints_is_the_mean_of_the_weights_and_refuses_another_network(tmp_path):
     import torch
 
