@@ -43,6 +43,11 @@ from headrot.evaluate.aggregate import fault_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ["headrot", "no_move", "light_agnostic", "single_direction", "centroid_path"]
+# The local moves follow the mean reading of the labeller and three more networks of its kind (other
+# seeds): one network's gradient paints what that network alone reads as a turn (white patches,
+# smears; +0.3 to +0.6 dB at every delta, bench/NOTES.md). The demo renders no local method since
+# 2026-12-02 and trains none of them; a benchmark that renders one trains these, as the demo did.
+STEER_SEEDS = [2000201, 2000301, 2000401]
 
 
 def grid_methods() -> list[str]:
@@ -242,6 +247,8 @@ def main() -> None:
     if args.limit:
         render["limit"] = args.limit
     config["render"] = render
+    if any(m.split("-")[0] == "local" for m in render["methods"]):
+        config["samples"] = {**config.get("samples", {}), "steer_seeds": STEER_SEEDS}
     started = time.time()
     # As `headrot run` does: a root whose embed stage is already complete starts no Ray Data
     # pipeline before the render stage sizes its actor pool from the cluster's resources.
