@@ -48,6 +48,17 @@ BASELINES = ["headrot", "no_move", "light_agnostic", "single_direction", "centro
 # smears; +0.3 to +0.6 dB at every delta, bench/NOTES.md). The demo renders no local method since
 # 2026-12-02 and trains none of them; a benchmark that renders one trains these, as the demo did.
 STEER_SEEDS = [2000201, 2000301, 2000401]
+# The generator's samples the samples-* methods' lines are fitted on (the demo's count until 2026-12-02).
+GRID_SAMPLES = 2000
+
+
+def fitted_on_samples(method: str) -> bool:
+    """Whether the method's step needs the fit's samples source: samples-* lines, and the nuisance
+    directions an -ortho step of a fitted line is kept off (the local steps read their own)."""
+    from headrot.moves import LOCAL, parse_variant
+
+    v = parse_variant(method)
+    return v is not None and (v.source == "samples" or (v.ortho and v.source != LOCAL))
 
 
 def grid_methods() -> list[str]:
@@ -249,6 +260,11 @@ def main() -> None:
     config["render"] = render
     if any(m.split("-")[0] == "local" for m in render["methods"]):
         config["samples"] = {**config.get("samples", {}), "steer_seeds": STEER_SEEDS}
+    if any(fitted_on_samples(m) for m in render["methods"]):
+        # the samples-* lines, and every -ortho step's nuisances, come from the generator's own
+        # samples, which the demo does not draw
+        config["samples"] = {**config.get("samples", {}), "n": GRID_SAMPLES}
+        config["fit"] = {**config.get("fit", {}), "sources": ["embeddings", "samples"]}
     started = time.time()
     # As `headrot run` does: a root whose embed stage is already complete starts no Ray Data
     # pipeline before the render stage sizes its actor pool from the cluster's resources.

@@ -1,7 +1,8 @@
 """`headrot run`: the whole job with one config file.
 
     synth (when no --data) -> generator (given, shipped demo model, or trained)
-    -> embed -> samples (when fit.sources has samples) -> fit -> render -> evaluate
+    -> embed -> samples (when fit.sources has samples, or a -cal or local method needs its networks)
+    -> fit -> render -> evaluate
 
 Every stage checks its own `_SUCCESS` marker and input fingerprint, so a second
 run with the same config does no work, and a run interrupted anywhere resumes
@@ -49,6 +50,12 @@ class PipelineConfig:
     skip_evaluate: bool = False
 
 
+def needs_samples_stage(stages: dict[str, Any]) -> bool:
+    """The samples stage runs for the fit's samples lines, or for the networks it trains: the
+    labeller (local moves) and calibration's reader (-cal)."""
+    return "samples" in stages["fit"].sources or stages["render"].needs_labeller()
+
+
 def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> dict[str, Any]:
     """Every stage's config, built (and so validated) before any work starts."""
     from headrot.stages.embed import EmbedConfig
@@ -70,6 +77,9 @@ def stage_configs(config: PipelineConfig, data: str, generator: str | None) -> d
         "render": from_mapping(RenderConfig, {**config.render, "root": out, "generator": generator,
                                               "data": data}, "config.render"),
     }
+    if "samples" in built["fit"].sources and built["samples"].n == 0:
+        raise ValueError("config.samples: n is 0 (the networks alone) but fit.sources lists samples: give "
+                         "samples.n >= 10, or drop samples from fit.sources")
     evaluate = _evaluate_module()
     if evaluate is not None and not config.skip_evaluate:
         built["evaluate"] = from_mapping(evaluate.EvaluateConfig,
@@ -203,7 +213,7 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": runs._redact(to_mapping(config)), "data": runs.redact_uri(data),
                                "generator": runs.redact_uri(generator)}
     results["embed"] = _brief(run_embed(stages["embed"]))
-    if "samples" in stages["fit"].sources:
+    if needs_samples_stage(stages):
         results["samples"] = _brief(run_samples(stages["samples"]))
     results["fit"] = _brief(run_fit(stages["fit"]))
     results["render"] = _brief(run_render(stages["render"]))

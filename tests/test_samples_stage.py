@@ -22,8 +22,8 @@ DELTAS = (-20, 0, 20)
 
 def samples_config(root: str, **kw) -> SamplesConfig:
     # A labeller of 20 identities x 6 poses and 2 epochs: seconds, not quality.
-    return SamplesConfig(root=root, n=120, shard_size=50, steps=2, labeller_identities=20,
-                         labeller_epochs=2, **kw)
+    return SamplesConfig(root=root, **{"n": 120, "shard_size": 50, "steps": 2, "labeller_identities": 20,
+                                       "labeller_epochs": 2, **kw})
 
 
 STEER = (2_000_201,)   # one steering network beside the labeller: the local steps follow their mean
@@ -140,12 +140,22 @@ def test_method_names_parse_to_the_ablation_grid():
 
 
 def test_calibrated_methods_need_the_labeller(ray_cluster, tmp_path):
-    """A -cal method on a run whose fit has no samples source fails with what to run."""
+    """A -cal method on a run whose samples stage has not run fails with what to run; with the
+    stage's networks alone (n 0) it renders."""
     root = str(tmp_path / "run")
     make_run(root)
     config = RenderConfig(root=root, deltas=(0, 10), split="all", limit=4, methods=("embeddings-cal",), steps=2)
     with pytest.raises(Exception, match="labeller"):
         run_render(config)
+    # n 0: the samples stage trains its networks alone, and the -cal render reads the reader.
+    summary = run_samples(samples_config(root, n=0))
+    assert summary["rows"] == 0 and summary["shards"] == 0 and summary["yaw_sd"] is None
+    assert storage.exists(storage.join(root, "checkpoints", "labeller", "reader.npz"))
+    assert not storage.list_files(storage.join(root, "samples"), ".parquet")
+    assert run_render(config)["renders"] == 4 * 2
+    # ... and a fit that asks for the samples' lines is told there are none.
+    with pytest.raises(ValueError, match="no samples"):
+        run_fit(FitConfig(root=root, sources=("embeddings", "samples")))
 
 
 def test_mediapipe_yaw_is_an_optional_extra_with_a_clear_error():
@@ -156,3 +166,25 @@ def test_mediapipe_yaw_is_an_optional_extra_with_a_clear_error():
     else:
         with pytest.raises(ValueError, match="mediapipe<=0.10.21"):
             SamplesConfig(root="r", yaw_from="mediapipe")
+
+
+def test_samples_n_is_zero_or_enough_for_a_direction():
+    assert SamplesConfig(root="r", n=0).n == 0
+    with pytest.raises(ValueError, match="n must be >= 10"):
+        SamplesConfig(root="r", n=5)
+
+
+def test_pipeline_runs_the_samples_stage_for_its_networks_or_its_lines():
+    from headrot.pipeline import PipelineConfig, needs_samples_stage, stage_configs
+
+    def stages(methods, sources, n=0):
+        config = PipelineConfig(out="r", samples={"n": n}, fit={"sources": sources},
+                                render={"methods": methods}, skip_evaluate=True)
+        return stage_configs(config, "d", "g")
+
+    assert needs_samples_stage(stages(["yaw-cal-colour", "headrot"], ["embeddings"]))       # -cal: the reader
+    assert needs_samples_stage(stages(["local-norm"], ["embeddings"]))                      # local: the labeller
+    assert not needs_samples_stage(stages(["headrot", "no_move"], ["embeddings"]))
+    assert needs_samples_stage(stages(["samples-norm"], ["embeddings", "samples"], n=100))
+    with pytest.raises(ValueError, match="n is 0"):
+        stages(["samples-norm"], ["embeddings", "samples"])

@@ -197,6 +197,10 @@ def _sample_files(config: FitConfig) -> tuple[list[str], dict[str, Any] | None]:
     if done is None:
         raise ValueError(f"{runs.redact_uri(samples_dir)} is not complete (no _SUCCESS): run `headrot samples` "
                          "first (or drop 'samples' from fit.sources)")
+    if not done.get("rows"):
+        raise ValueError(f"{runs.redact_uri(samples_dir)} holds no samples (the samples stage ran with n 0: "
+                         "its networks only): rerun `headrot samples` with n >= 10, or drop 'samples' "
+                         "from fit.sources")
     # Every samples file the samples stage made, checked against its _SUCCESS (runs.stage_files).
     return runs.stage_files(samples_dir, STAGE, "samples", rows_key="rows"), done
 

@@ -179,6 +179,10 @@ class RenderConfig:
     def yaw_generator_uri(self) -> str:
         return self.yaw_generator or RunLayout(self.root).model("generator_yaw")
 
+    def needs_labeller(self) -> bool:
+        """Whether a method reads the samples stage's networks (-cal: the reader; local: the labeller)."""
+        return any((v := parse_variant(m)) is not None and (v.cal or v.source == LOCAL) for m in self.methods)
+
     def has_yaw_methods(self) -> bool:
         return any((v := parse_variant(m)) is not None and v.source == YAW for m in self.methods)
 
@@ -293,13 +297,13 @@ class RenderShards:
         self.variants = {m: parse_variant(m) for m in self.methods}
         self.moves = {m: move_of(m) for m in self.methods}
         self.labeller = self.reader = self.steer = None
-        if any(v is not None and (v.cal or v.source == LOCAL) for v in self.variants.values()):
+        if config.needs_labeller():
             from headrot.labels.pose import MeanReading
             from headrot.stages.samples import load_labeller
 
             if not labeller:
                 raise ValueError("render: -cal and local methods need the samples stage's labeller: run "
-                                 "`headrot samples` and fit with sources [embeddings, samples]")
+                                 "`headrot samples` (n 0 trains the networks alone)")
             self.labeller = load_labeller(config.labeller_uri(), labeller)
             # What calibration reads: the reader when the samples stage trained one (a network the
             # local steps' gradients did not come from), else the labeller itself (older runs).

@@ -51,7 +51,9 @@ NUISANCES = (*nuisance.NAMES, "light_azimuth")
 @dataclass(frozen=True)
 class SamplesConfig:
     root: str                                             # run root (samples/ and the labeller go here)
-    n: int = 3000                                         # samples; the pose direction's noise falls as 1/sqrt(n)
+    n: int = 3000                                         # samples; the pose direction's noise falls as 1/sqrt(n);
+                                                          # 0: the networks below only (what -cal and local renders
+                                                          # read), for a fit without the samples source
     seed: int = 0                                         # which samples (see NOISE_SEED_BASE)
     shard_size: int = 500                                 # samples per output file
     generator: str | None = None                          # default <root>/checkpoints/generator/model.pt
@@ -79,8 +81,9 @@ class SamplesConfig:
     steer_seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.n < 10:
-            raise ValueError(f"samples: n must be >= 10 (a direction needs many samples), got {self.n}")
+        if self.n != 0 and self.n < 10:
+            raise ValueError(f"samples: n must be >= 10 (a direction needs many samples), or 0 for the "
+                             f"labeller and reader alone, got {self.n}")
         if self.shard_size < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("samples: shard_size, batch_size and steps must be >= 1")
         if self.reader_seed is not None and self.reader_seed == self.labeller_seed:
@@ -301,8 +304,9 @@ def _summary(config: SamplesConfig, pose, labeller, reader_pose, reader, out_dir
     rows = sum(tables.count_rows(uri) for uri in files)
     if rows != config.n:
         raise RuntimeError(f"samples: {rows} rows written, {config.n} wanted; not marking the stage complete")
-    yaw = tables.read_parquet_files(files, columns=["yaw", "light"])
-    lights = yaw.column("light").to_pylist()
+    # n 0: the networks alone, no file to read the labels from.
+    yaw = tables.read_parquet_files(files, columns=["yaw", "light"]) if files else None
+    lights = yaw.column("light").to_pylist() if yaw is not None else []
     elapsed = time.time() - started
     return {
         "rows": rows,
@@ -313,7 +317,8 @@ def _summary(config: SamplesConfig, pose, labeller, reader_pose, reader, out_dir
         "reader": reader_pose.key() if reader_pose else None,
         "reader_metrics": reader,
         "nuisances": list(NUISANCES),
-        "yaw_sd": round(float(np.nanstd(yaw.column("yaw").to_numpy())), 3),  # NaN: no face found (mediapipe)
+        # NaN: no face found (mediapipe); None: no samples (n 0)
+        "yaw_sd": round(float(np.nanstd(yaw.column("yaw").to_numpy())), 3) if yaw is not None else None,
         "light_counts": {k: lights.count(k) for k in sorted(set(lights))},
         "samples_per_s": round(sum(int(s["rows"]) for s in summaries) / elapsed, 2) if summaries else None,
         "model_busy_fraction": sharding.busy_fraction(s["busy"] for s in summaries),
