@@ -52,15 +52,6 @@ STEER_SEEDS = [2000201, 2000301, 2000401]
 GRID_SAMPLES = 2000
 
 
-def fitted_on_samples(method: str) -> bool:
-    """Whether the method's step needs the fit's samples source: samples-* lines, and the nuisance
-    directions an -ortho step of a fitted line is kept off (the local steps read their own)."""
-    from headrot.moves import LOCAL, parse_variant
-
-    v = parse_variant(method)
-    return v is not None and (v.source == "samples" or (v.ortho and v.source != LOCAL))
-
-
 def grid_methods() -> list[str]:
     """Every <source>[-ortho][-norm][-cal] of the render stage, then the baselines."""
     out = []
@@ -245,6 +236,7 @@ def main() -> None:
     from headrot.commands._common import init_ray
     from headrot.config import from_mapping, load_yaml
     from headrot.pipeline import PipelineConfig, run_pipeline
+    from headrot.stages.render import RenderConfig
 
     config = load_yaml(ROOT / "configs" / "demo.yaml")
     config["out"] = args.root
@@ -260,7 +252,7 @@ def main() -> None:
     config["render"] = render
     if any(m.split("-")[0] == "local" for m in render["methods"]):
         config["samples"] = {**config.get("samples", {}), "steer_seeds": STEER_SEEDS}
-    if any(fitted_on_samples(m) for m in render["methods"]):
+    if RenderConfig(root=args.root, methods=tuple(render["methods"])).needs_sample_lines():
         # the samples-* lines, and every -ortho step's nuisances, come from the generator's own
         # samples, which the demo does not draw
         config["samples"] = {**config.get("samples", {}), "n": GRID_SAMPLES}

@@ -185,6 +185,9 @@ def test_pipeline_runs_the_samples_stage_for_its_networks_or_its_lines():
     assert needs_samples_stage(stages(["yaw-cal-colour", "headrot"], ["embeddings"]))       # -cal: the reader
     assert needs_samples_stage(stages(["local-norm"], ["embeddings"]))                      # local: the labeller
     assert not needs_samples_stage(stages(["headrot", "no_move"], ["embeddings"]))
+    lines = lambda methods: RenderConfig(root="r", methods=tuple(methods)).needs_sample_lines()  # noqa: E731
+    assert lines(["samples-norm"]) and lines(["embeddings-ortho"]) and not lines(["local-ortho-norm-cal-colour"])
+    assert not lines(["headrot", "yaw-cal-colour"])
     assert needs_samples_stage(stages(["samples-norm"], ["embeddings", "samples"], n=100))
     with pytest.raises(ValueError, match="n is 0"):
         stages(["samples-norm"], ["embeddings", "samples"])

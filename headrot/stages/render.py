@@ -183,6 +183,12 @@ class RenderConfig:
         """Whether a method reads the samples stage's networks (-cal: the reader; local: the labeller)."""
         return any((v := parse_variant(m)) is not None and (v.cal or v.source == LOCAL) for m in self.methods)
 
+    def needs_sample_lines(self) -> bool:
+        """Whether a method's step comes from the fit's samples source: samples-* lines, and the
+        nuisance directions an -ortho step of a fitted line is kept off (local steps read their own)."""
+        return any((v := parse_variant(m)) is not None and (v.source == "samples" or (v.ortho and v.source != LOCAL))
+                   for m in self.methods)
+
     def has_yaw_methods(self) -> bool:
         return any((v := parse_variant(m)) is not None and v.source == YAW for m in self.methods)
 
