@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tuned_at(net, image, pivot, yaw: float, steps: list[int], lr: float, seed: int, batch: int = 8):
-    """(k, the copy tuned k steps) for every k in `steps`, from one run of
-    headrot.model.pivotal.tuning."""
+    """(k, the copy tuned k steps, a plain network) for every k in `steps`, from one run of
+    headrot.model.pivotal.tuning on one source."""
     from headrot.model.pivotal import tuning
 
     wanted = set(steps)
-    for done, tuned in enumerate(tuning(net, image, pivot, yaw, lr, seed, batch)):
+    for done, copies in enumerate(tuning(net, image[None], pivot[None], [yaw], lr, [seed], batch)):
         if done in wanted:
-            yield done, tuned
+            yield done, copies.module(0)
         if done >= max(steps):
             return
 

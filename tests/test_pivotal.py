@@ -74,3 +74,29 @@ def test_the_probe_measures_the_copies_the_render_stage_draws_with():
     for k in (2, 4):
         alone = tune_on_source(net, image, pivot, 5.0, k, lr=1e-3, seed=7).state_dict()
         assert all(torch.equal(got[k][n], p) for n, p in alone.items())
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_copies_tuned_together_are_each_the_copy_tuned_alone(together):
+    """tune_copies trains K copies as one batched network (or one by one, as on the CPU): copy k is
+    source k's lone tuning (to float rounding), and a batch drawn by the copies gives row r to copy
+    r mod K."""
+    from headrot.model.pivotal import tune_copies
+
+    net = tiny_yaw_net()
+    images, pivots = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 3, 16, 16)
+    yaws, seeds = [5.0, -10.0, 20.0], [1, 2, 3]
+    copies = tune_copies(net, images, pivots, yaws, 5, lr=1e-3, seeds=seeds, together=together)
+    alone = [tune_on_source(net, images[k], pivots[k], yaws[k], 5, lr=1e-3, seed=seeds[k]) for k in range(3)]
+    for k in range(3):
+        theirs = alone[k].state_dict()
+        assert all(torch.allclose(p, theirs[n], atol=1e-6) for n, p in copies.module(k).state_dict().items())
+    assert not torch.allclose(copies.module(0).state_dict()["yaw_in.weight"],
+                              copies.module(1).state_dict()["yaw_in.weight"])   # each its own
+    x, variances, yaw = torch.randn(6, 3, 16, 16), torch.rand(6, 1, 1, 1), torch.linspace(-30, 30, 6)
+    with torch.no_grad():
+        drawn = copies(x, variances, yaw=yaw)
+        expected = torch.cat([alone[r % 3](x[r:r + 1], variances[r:r + 1], yaw=yaw[r:r + 1]) for r in range(6)])
+        assert torch.allclose(drawn, expected, atol=1e-5)
+        with pytest.raises(ValueError, match="copy r mod 3"):
+            copies(x[:4], variances[:4], yaw=yaw[:4])

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "render"
 PIVOTAL_BATCH = 8     # pivotal tuning's batch, half the pivot's line, half fresh noise (16 measured no better)
+PIVOTAL_GROUP = 32    # sources whose tuned copies train and draw together, as one batched network
 # Source labels copied to every render (besides the attribute columns).
 LABELS = ("partition", "identity", "yaw", "light")
 
@@ -373,8 +374,11 @@ class RenderShards:
         size = self.model_config.image_size
         guide_steps = self.config.colour_guidance_steps if references is not None else 0
         out = np.zeros((len(latents), size, size, 3), np.uint8)
-        for s in range(0, len(latents), self.batch_size):
-            rows = slice(s, s + self.batch_size)
+        # Tuned copies draw row r with copy r mod K: each call takes a whole number of rows per copy.
+        copies = getattr(self.yaw_model, "k", 0)
+        per_call = copies * max(1, self.batch_size // copies) if copies else self.batch_size
+        for s in range(0, len(latents), per_call):
+            rows = slice(s, s + per_call)
             with self.acc.busy.timing(), self.acc.autocast():
                 x = self.acc.to_device(np.ascontiguousarray(latents[rows], np.float32))
                 net = at_yaw(self.yaw_model, yaws[rows])
@@ -512,43 +516,44 @@ class RenderShards:
         """{method position: conditioned()'s (images per delta, scales, reads)} of every yaw method,
         from one inversion of each source image [N] under its yaw, shared by all of them. With
         `pivotal_steps`, each source is drawn (its unmoved render too) by its own copy of the yaw
-        generator tuned on it (headrot.model.pivotal), the inversion by the untuned one its pivot."""
+        generator tuned on it (headrot.model.pivotal), the inversion by the untuned one its pivot; the
+        copies of PIVOTAL_GROUP sources are tuned and draw together, as one batched network."""
         z = self.invert_at_yaw(images, src.yaw)
         if not self.config.pivotal_steps:
             inverted = (z, self.decode_at_yaw(z, src.yaw))
             return {m: self.conditioned(src, v, inverted, colour_sources) for m, v in methods}
-        untuned, per_source = self.yaw_model, []
+        untuned, parts = self.yaw_model, []
         try:
-            for i in range(len(z)):
-                one = src.row(i)
-                self.yaw_model = self.tuned_on(untuned, images[i], z[i], float(src.yaw[i]),
-                                               one.table.column("image_id")[0].as_py())
-                inverted = (z[i:i + 1], self.decode_at_yaw(z[i:i + 1], one.yaw))
-                references = None if colour_sources is None else colour_sources[i:i + 1]
-                per_source.append({m: self.conditioned(one, v, inverted, references) for m, v in methods})
+            for start in range(0, len(z), PIVOTAL_GROUP):
+                rows = slice(start, start + PIVOTAL_GROUP)
+                part = src.part(rows)
+                self.yaw_model = self.tuned_on(untuned, images[rows], z[rows], part.yaw,
+                                               part.table.column("image_id").to_pylist())
+                inverted = (z[rows], self.decode_at_yaw(z[rows], part.yaw))
+                references = None if colour_sources is None else colour_sources[rows]
+                parts.append({m: self.conditioned(part, v, inverted, references) for m, v in methods})
         finally:
             self.yaw_model = untuned
-        return {m: ([np.concatenate([p[m][0][d] for p in per_source]) for d in range(len(self.deltas))],
-                    np.concatenate([p[m][1] for p in per_source], axis=1),
-                    np.concatenate([p[m][2] for p in per_source], axis=1)) for m, _ in methods}
+        return {m: ([np.concatenate([p[m][0][d] for p in parts]) for d in range(len(self.deltas))],
+                    np.concatenate([p[m][1] for p in parts], axis=1),
+                    np.concatenate([p[m][2] for p in parts], axis=1)) for m, _ in methods}
 
-    def tuned_on(self, net, image: np.ndarray, pivot: np.ndarray, yaw: float, image_id: str):
-        """`net` (the yaw generator) tuned `pivotal_steps` on one source (uint8 [S,S,3]) whose inversion under
-        its yaw is `pivot` [3,S,S]; seeded by the image id, so a face's renders do not depend on its
-        shard or its neighbours."""
+    def tuned_on(self, net, images: np.ndarray, pivots: np.ndarray, yaws: np.ndarray, image_ids: list[str]):
+        """`net` (the yaw generator) as copies (headrot.model.pivotal.Copies), copy k tuned `pivotal_steps` on
+        source k (uint8 [K,S,S,3]) whose inversion under its yaw is pivots[k] [3,S,S]; each seeded by its
+        image id, so a face's renders do not depend on its shard or its neighbours."""
         import zlib
 
         import torch
 
-        from headrot.model.pivotal import tune_on_source
+        from headrot.model.pivotal import tune_copies
 
         with self.acc.busy.timing(), torch.inference_mode(False):
-            x = self.acc.to_device(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
-            z = self.acc.to_device(np.ascontiguousarray(pivot, np.float32))
-            # a compiled generator is tuned (and draws) as its plain module
-            return tune_on_source(getattr(net, "_orig_mod", net), x, z, yaw, self.config.pivotal_steps,
-                                  self.config.pivotal_lr,
-                                  seed=zlib.crc32(image_id.encode()), batch=PIVOTAL_BATCH)
+            x = self.acc.to_device(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            z = self.acc.to_device(np.ascontiguousarray(pivots, np.float32))
+            return tune_copies(net, x, z, [float(y) for y in yaws], self.config.pivotal_steps,
+                               self.config.pivotal_lr, seeds=[zlib.crc32(i.encode()) for i in image_ids],
+                               batch=PIVOTAL_BATCH)
 
     def conditioned(self, src: "Sources", variant: Variant, inverted: tuple[np.ndarray, np.ndarray],
                     sources: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -812,10 +817,11 @@ class Sources:
     values: np.ndarray       # [N, attributes] bool: the fit's key attributes
     rejected: list[str]      # image ids without a finite yaw
 
-    def row(self, i: int) -> "Sources":
-        """Source i alone (pivotal tuning draws each source with its own generator)."""
-        return Sources(self.table.slice(i, 1), self.z[i:i + 1], self.yaw[i:i + 1], self.lights[i:i + 1],
-                       self.values[i:i + 1], [])
+    def part(self, rows: slice) -> "Sources":
+        """The sources of `rows` (pivotal tuning draws each group of sources with its own copies)."""
+        start, stop, _ = rows.indices(len(self.z))
+        return Sources(self.table.slice(start, stop - start), self.z[rows], self.yaw[rows], self.lights[rows],
+                       self.values[rows], [])
 
 
 @dataclass
