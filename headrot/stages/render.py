@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "render"
 PIVOTAL_BATCH = 8     # pivotal tuning's batch, half the pivot's line, half fresh noise (16 measured no better)
-PIVOTAL_GROUP = 32    # sources whose tuned copies train and draw together, as one batched network
+PIVOTAL_GROUP = 32    # sources whose tuned copies draw (and, off the CPU, train) together as one batched network
 # Source labels copied to every render (besides the attribute columns).
 LABELS = ("partition", "identity", "yaw", "light")
 
@@ -517,7 +517,7 @@ class RenderShards:
         from one inversion of each source image [N] under its yaw, shared by all of them. With
         `pivotal_steps`, each source is drawn (its unmoved render too) by its own copy of the yaw
         generator tuned on it (headrot.model.pivotal), the inversion by the untuned one its pivot; the
-        copies of PIVOTAL_GROUP sources are tuned and draw together, as one batched network."""
+        copies of PIVOTAL_GROUP sources draw together as one batched network (headrot.model.pivotal)."""
         z = self.invert_at_yaw(images, src.yaw)
         if not self.config.pivotal_steps:
             inverted = (z, self.decode_at_yaw(z, src.yaw))
