@@ -118,7 +118,9 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
     for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch)):
         if done == steps:
             break
-    return tuned
+    # Done training: the weights leave autograd, as a render actor's frozen generator's are.
+    return Copies(getattr(net, "_orig_mod", net), {name: p.detach() for name, p in tuned.params.items()},
+                  tuned.buffers)
 
 
 def tune_on_source(net, image: torch.Tensor, pivot: torch.Tensor, yaw: float, steps: int,
