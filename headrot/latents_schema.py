@@ -13,8 +13,9 @@ through the same function, so a column added here reaches all three.
     light_source  string      labels | classifier | none
     yaw           float32     degrees, from the landmarks (headrot.labels.yaw)
     latent        float32 or float16 tensor [3, S, S]: x_T of the 10-step DDIM
-    recon_error   float32     mean |G(x_T) - x| of the embedding
-    recon_psnr    float32     PSNR of G(x_T) against the image (dB; 0 when not measured)
+    recon_error   float32     mean |G(x_T) - x| of the embedding (NaN when not measured:
+                              the embed stage's reconstruct_every)
+    recon_psnr    float32     PSNR of G(x_T) against the image (dB; NaN when not measured)
 """
 from __future__ import annotations
 

@@ -90,6 +90,22 @@ def test_embed_schema_and_accounting(ray_cluster, dataset, generator_ckpt, tmp_p
     assert again.get("skipped") is True
 
 
+def test_reconstruct_every_measures_every_nth_row_of_a_shard(ray_cluster, dataset, generator_ckpt, tmp_path):
+    out = tmp_path / "run"
+    run_embed(_config(dataset, out, generator_ckpt, reconstruct_every=4))
+    table = _latent_rows(str(out))
+    # Rows 000001..000200 fill four shards of 50 in order; 000002..000005 were rejected.
+    place = (np.array([int(i[:6]) for i in table.column("image_id").to_pylist()]) - 1) % 50
+    error = table.column("recon_error").to_numpy()
+    measured = np.isfinite(error)
+    assert np.array_equal(measured, place % 4 == 0), place[measured]
+    assert np.array_equal(np.isfinite(table.column("recon_psnr").to_numpy()), measured)
+    assert (error[measured] > 0).all() and measured.sum() == 4 * 13 - 1
+    assert np.isfinite(tables.tensor_to_numpy(table.column("latent"))).all()
+    with pytest.raises(ValueError, match="reconstruct_every must be >= 1"):
+        _config(dataset, out, generator_ckpt, reconstruct_every=0)
+
+
 def test_embed_resumes_after_a_crash_without_duplicates(ray_cluster, dataset, generator_ckpt, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Exception, match="simulated failure"):

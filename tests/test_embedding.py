@@ -36,6 +36,23 @@ def test_inversion_round_trips_shape_and_reports_error():
     torch.testing.assert_close(result.recon_error, (x - recon).abs().flatten(1).mean(1).float())
 
 
+def test_reconstruct_mask_measures_only_the_rows_it_picks():
+    x = faces(4)
+    net = generator()
+    whole = embed(x, "inversion", net, steps=3)
+    rows = torch.tensor([True, False, False, True])
+    part = embed(x, "inversion", net, steps=3, reconstruct=rows)
+    torch.testing.assert_close(part.latents, whole.latents, rtol=0, atol=0)  # the latent is not the decode's
+    torch.testing.assert_close(part.recon_error[rows], whole.recon_error[rows])
+    torch.testing.assert_close(part.reconstructions[rows], whole.reconstructions[rows])
+    assert part.recon_error[~rows].isnan().all() and part.reconstructions[~rows].isnan().all()
+    assert psnr(part.reconstructions, x)[~rows].isnan().all()
+    none = embed(x, "inversion", net, steps=3, reconstruct=torch.zeros(4, dtype=torch.bool))
+    assert none.recon_error.isnan().all()
+    with pytest.raises(ValueError, match="reconstruct must be a \\[4\\] mask"):
+        embed(x, "inversion", net, steps=3, reconstruct=torch.ones(3, dtype=torch.bool))
+
+
 def test_refine_lowers_error_and_is_batch_independent():
     x = faces()
     net = generator()

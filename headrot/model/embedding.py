@@ -37,8 +37,10 @@ LATENT_PRIOR_WEIGHT = 0.005
 @dataclass(frozen=True)
 class EmbedResult:
     latents: torch.Tensor       # [N, C, S, S] the x_T of each image
-    recon_error: torch.Tensor   # [N] mean |x - G(z)| per image, in [-1, 1] units (float32, same device)
+    recon_error: torch.Tensor   # [N] mean |x - G(z)| per image, in [-1, 1] units (float32, same device);
+                                # NaN for a row `embed(reconstruct=...)` left unmeasured
     reconstructions: torch.Tensor | None = None  # [N, C, S, S] G(z), so callers need not decode again
+                                                 # (NaN rows where unmeasured)
 
 
 def per_image_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -90,6 +92,7 @@ def embed(
     # demo generator, 10 steps, held-out faces: (2, 0) 14.9 dB, (5, 0) 18.3, (5, 2) 26.3,
     # (10, 3) 30.2 dB; (5, 2) is the default: 3x fewer network calls than (10, 3) for most of it.
     inversion_iterations: tuple[int, int] = (5, 2),
+    reconstruct: torch.Tensor | None = None,
 ) -> EmbedResult:
     """Latents of `images` [N,C,S,S] in [-1, 1] and the reconstruction error of each.
 
@@ -98,6 +101,11 @@ def embed(
     calls: "network" 1 + steps; "inversion" about 2*steps (see ddim_inversion,
     `inversion_iterations` = (fixed_point_iterations, step_iterations));
     "refine" that of its start + about 3*steps*refine_steps.
+
+    `reconstruct` ([N] bool, None: every row) picks the rows whose G(z) is decoded to measure
+    the reconstruction error; the others read NaN. The decode is a diagnostic, not part of the
+    latent: it costs `steps` calls a row, a quarter of inversion's, and "refine" measures every
+    row anyway (its loss is that error).
     """
     if method not in METHODS:
         raise ValueError(f"embed: unknown method {method!r}; use one of {list(METHODS)}")
@@ -116,11 +124,26 @@ def embed(
         else:
             latents = ddim_inversion(generator, images, steps, schedule, *inversion_iterations)
         if method != "refine":
-            reconstructions = reverse_diffusion(generator, latents, steps, schedule)
-            error = per_image_l1(images, reconstructions)
-            return EmbedResult(latents, error.float(), reconstructions)
+            return _measured(images, latents, generator, steps, schedule, reconstruct)
 
     return _refine(images, latents, generator, steps, refine_steps, refine_lr, schedule)
+
+
+def _measured(images: torch.Tensor, latents: torch.Tensor, generator: nn.Module, steps: int,
+              schedule: ScheduleConfig | None, reconstruct: torch.Tensor | None) -> EmbedResult:
+    """The latents with the reconstruction error of the rows `reconstruct` selects (NaN elsewhere)."""
+    if reconstruct is None:
+        reconstructions = reverse_diffusion(generator, latents, steps, schedule)
+        return EmbedResult(latents, per_image_l1(images, reconstructions).float(), reconstructions)
+    rows = torch.as_tensor(reconstruct, dtype=torch.bool, device=images.device)
+    if rows.shape != (images.shape[0],):
+        raise ValueError(f"embed: reconstruct must be a [{images.shape[0]}] mask, got shape {tuple(rows.shape)}")
+    error = torch.full((images.shape[0],), math.nan, device=images.device, dtype=torch.float32)
+    reconstructions = torch.full_like(images, math.nan)
+    if rows.any():
+        reconstructions[rows] = reverse_diffusion(generator, latents[rows], steps, schedule).to(images.dtype)
+        error[rows] = per_image_l1(images[rows], reconstructions[rows]).float()
+    return EmbedResult(latents, error, reconstructions)
 
 
 def _refine(

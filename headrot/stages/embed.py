@@ -69,7 +69,14 @@ class EmbedConfig:
     compile: bool = False                                # torch.compile the networks (CUDA graphs on GPU)
     light_image_size: int = 32                           # size of the images light features come from
     seed: int = 0
+    # Reconstruction error (recon_error, recon_psnr) of every Nth row of a shard, NaN for the others:
+    # the decode that measures it is a diagnostic, a quarter of inversion's cost (1: every row).
+    reconstruct_every: int = 1
     fail_after_shards: int | None = None                 # testing: the actor raises after N shards
+
+    def __post_init__(self):
+        if self.reconstruct_every < 1:
+            raise ValueError(f"embed: reconstruct_every must be >= 1 (1: every row), got {self.reconstruct_every}")
 
 
 def resolve_checkpoints(config: EmbedConfig) -> tuple[str, str | None]:
@@ -205,6 +212,8 @@ class EmbedShards:
             probe_batch_size(self.generator, self.acc, size, config.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         from headrot.model.embedding import embed, psnr
 
         self.calls += 1
@@ -218,6 +227,8 @@ class EmbedShards:
         latents = np.zeros((len(good), 3, self.size, self.size), dtype=np.float32)
         errors = np.zeros(len(good), dtype=np.float32)
         psnrs = np.zeros(len(good), dtype=np.float32)
+        # By the row's place in its shard, so the same rows are measured whatever was rejected.
+        measured = good % self.config.reconstruct_every == 0
         bs = self.batch_size
         for start in range(0, len(good), bs):
             sel = good[start:start + bs]
@@ -229,6 +240,8 @@ class EmbedShards:
                     steps=self.config.steps, refine_steps=self.config.refine_steps,
                     refine_lr=self.config.refine_lr, refine_from=self.config.refine_from,
                     inversion_iterations=self.config.inversion_iterations,
+                    reconstruct=None if measured[start:start + bs].all() else
+                    torch.from_numpy(measured[start:start + bs]),
                 )
                 latents[start:start + len(sel)] = result.latents.float().cpu().numpy()
                 errors[start:start + len(sel)] = result.recon_error.float().cpu().numpy()
