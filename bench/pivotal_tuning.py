@@ -28,13 +28,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tuned_at(net, image, pivot, yaw: float, steps: list[int], lr: float, seed: int, batch: int = 8):
+def tuned_at(net, image, pivot, yaw: float, steps: list[int], lr: float, seed: int, batch: int = 8,
+             layers: str = "all"):
     """(k, the copy tuned k steps, a plain network) for every k in `steps`, from one run of
     headrot.model.pivotal.tuning on one source."""
     from headrot.model.pivotal import tuning
 
     wanted = set(steps)
-    for done, copies in enumerate(tuning(net, image[None], pivot[None], [yaw], lr, [seed], batch)):
+    for done, copies in enumerate(tuning(net, image[None], pivot[None], [yaw], lr, [seed], batch, layers)):
         if done in wanted:
             yield done, copies.module(0)
         if done >= max(steps):
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--steps", default="25,50,100", help="tuning steps to measure (comma list)")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--batch", type=int, default=8, help="tuning batch (half the pivot's line, half fresh noise)")
+    ap.add_argument("--layers", default="all", choices=["all", "up"],
+                    help="the weights tuned: all, or the up path and output conv only")
     ap.add_argument("--faces", default="", help="tune only these faces (comma list of ids, e.g. 000070,000059; "
                     "default all): the rest keep the untuned draw")
     ap.add_argument("--name", default="pivotal-tuning")
@@ -134,7 +137,7 @@ def main() -> None:
     for s in tuned_faces:
         i = sources.index(s)
         for k, tuned in tuned_at(net, x[i], z[i], float(yaw[i]), steps, args.lr,
-                                 seed=zlib.crc32(s.encode()), batch=args.batch):   # the render stage's seed
+                                 seed=zlib.crc32(s.encode()), batch=args.batch, layers=args.layers):   # the render stage's seed
             for suffix, renders in face_renders(tuned, i).items():
                 made.setdefault(f"tuned-{k}{suffix}", {}).update(renders)
         print(f"{s} tuned, {time.monotonic() - started:.0f} s", flush=True)

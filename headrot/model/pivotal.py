@@ -37,6 +37,18 @@ from headrot.model.schedule import diffusion_schedule
 from headrot.train.steps import p2_weights
 
 DEFAULT_LR = 2e-5
+# Which of the network's weights a copy tunes. "up": the up path and the output conv only; the
+# input, down and middle blocks (and the noise and yaw embeddings, which enter at the input) stay
+# the yaw generator's, so the backward pass stops at the bottom of the U.
+LAYERS = ("all", "up")
+
+
+def tuned_names(net: torch.nn.Module, layers: str) -> set[str]:
+    """The parameter names `layers` tunes."""
+    if layers not in LAYERS:
+        raise ValueError(f"pivotal tuning: layers must be one of {LAYERS}, got {layers!r}")
+    names = {name for name, _ in net.named_parameters()}
+    return names if layers == "all" else {n for n in names if n.startswith(("up.", "output_conv."))}
 
 
 class Copies:
@@ -93,11 +105,12 @@ def pivot_noise(net, image: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
 
 def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float], steps: int,
                 lr: float = DEFAULT_LR, seeds: Sequence[int] | None = None, batch: int = 8,
-                together: bool | None = None) -> Copies:
+                together: bool | None = None, layers: str = "all") -> Copies:
     """Copies of the yaw-conditioned `net`, copy k fine-tuned `steps` AdamW steps on source image k
     [K,3,S,S] (in [-1, 1]) under its yaw, `pivots` [K,3,S,S] their inversions under those yaws by
-    `net`, `seeds` [K] (default 0 each) their noise. `net` itself is not touched. Copy k is what
-    tuning source k alone gives (to float rounding), whatever the other sources.
+    `net`, `seeds` [K] (default 0 each) their noise, `layers` the weights tuned (LAYERS). `net`
+    itself is not touched. Copy k is what tuning source k alone gives (to float rounding), whatever
+    the other sources.
 
     `together` (default: off the CPU) tunes the K copies as one batched network. On 2 CPU cores one
     step of 32 copies together took 5.5 s against 3.2 s for 32 steps of one copy each (the grouped
@@ -109,13 +122,13 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
     if together is None:
         together = images.device.type != "cpu"
     if not together and len(images) > 1:
-        ones = [tune_copies(net, images[k:k + 1], pivots[k:k + 1], [yaws[k]], steps, lr, [seeds[k]], batch, True)
-                for k in range(len(images))]
+        ones = [tune_copies(net, images[k:k + 1], pivots[k:k + 1], [yaws[k]], steps, lr, [seeds[k]], batch, True,
+                            layers) for k in range(len(images))]
         params = {name: torch.cat([one.params[name] for one in ones]).detach() for name in ones[0].params}
         buffers = {name: torch.cat([one.buffers[name] for one in ones]) for name in ones[0].buffers}
         return Copies(getattr(net, "_orig_mod", net), params, buffers)
     tuned = None
-    for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch)):
+    for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch, layers)):
         if done == steps:
             break
     # Done training: the weights leave autograd, as a render actor's frozen generator's are.
@@ -124,13 +137,13 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
 
 
 def tune_on_source(net, image: torch.Tensor, pivot: torch.Tensor, yaw: float, steps: int,
-                   lr: float = DEFAULT_LR, seed: int = 0, batch: int = 8) -> torch.nn.Module:
+                   lr: float = DEFAULT_LR, seed: int = 0, batch: int = 8, layers: str = "all") -> torch.nn.Module:
     """tune_copies for one source image [3,S,S]: its copy, as a plain network in eval mode."""
-    return tune_copies(net, image[None], pivot[None], [yaw], steps, lr, [seed], batch).module(0)
+    return tune_copies(net, image[None], pivot[None], [yaw], steps, lr, [seed], batch, layers=layers).module(0)
 
 
 def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float], lr: float = DEFAULT_LR,
-           seeds: Sequence[int] | None = None, batch: int = 8) -> Iterator[Copies]:
+           seeds: Sequence[int] | None = None, batch: int = 8, layers: str = "all") -> Iterator[Copies]:
     """The tuned copies after 0, 1, 2, ... steps (tune_copies' run, trained on in place: take what
     you need of them before asking for the next step)."""
     if batch < 2:
@@ -145,11 +158,12 @@ def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float
     with torch.inference_mode(False):
         base = getattr(net, "_orig_mod", net)   # a compiled generator is tuned (and draws) as its plain module
         params, buffers = stack_module_state([base] * k)   # fresh stacked tensors: `net` is not touched
-        params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        tuned = tuned_names(base, layers)
+        params = {name: p.detach().clone().requires_grad_(name in tuned) for name, p in params.items()}
         copies = Copies(base, params, buffers)
         images, pivots = images.clone(), pivots.clone()
         eps = pivot_noise(base, images, pivots)                                     # [K,3,S,S]
-        opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=0.0)
+        opt = torch.optim.AdamW([p for p in params.values() if p.requires_grad], lr=lr, weight_decay=0.0)
         # One generator per source, drawn in the order a lone tuning draws: a copy's noise is its own.
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         schedule = trained_schedule(base)
