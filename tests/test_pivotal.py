@@ -100,3 +100,24 @@ def test_copies_tuned_together_are_each_the_copy_tuned_alone(together):
         assert torch.allclose(drawn, expected, atol=1e-5)
         with pytest.raises(ValueError, match="copy r mod 3"):
             copies(x[:4], variances[:4], yaw=yaw[:4])
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_up_layers_tune_the_up_path_only(together):
+    """layers='up': the up path and the output conv move; the input, down and middle blocks and the
+    noise and yaw embeddings stay the generator's, bit for bit; the fit still draws the pivot closer."""
+    from headrot.model.pivotal import tune_copies, tuned_names
+
+    net = tiny_yaw_net()
+    images, pivots = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 3, 16, 16)
+    copies = tune_copies(net, images, pivots, [5.0, -10.0], 5, lr=1e-3, seeds=[1, 2], together=together,
+                         layers="up")
+    up = tuned_names(net, "up")
+    assert up and all(n.startswith(("up.", "output_conv.")) for n in up)
+    original = dict(net.named_parameters())
+    for k in range(2):
+        mine = dict(copies.module(k).named_parameters())
+        assert all(torch.equal(mine[n], p) for n, p in original.items() if n not in up)
+        assert all(not torch.equal(mine[n], original[n]) for n in up)
+    with pytest.raises(ValueError, match="layers must be one of"):
+        tune_copies(net, images, pivots, [5.0, -10.0], 1, layers="decoder")
