@@ -32,6 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ORDER = ("read", "model", "train", "embed", "fit", "render", "memory", "evaluate_memory")
 
 
+def _reconstruct_note(x: dict) -> str:
+    """The embed table's note on `embed.reconstruct_every` (results older than it lack the entry)."""
+    rec = x.get("reconstruct_every")
+    if not rec:
+        return ""
+    best, sampled = rec["seconds_best"], f"every_{rec['every']}th_row"
+    return (f" Diagnostic reconstruction on every {rec['every']}th row instead of every row "
+            f"(`embed.reconstruct_every`, {rec['images']} images, best of {len(rec['seconds_rounds']['every_row'])}): "
+            f"{_f(best['every_row'])} -> {_f(best[sampled])} s, ratio {_f(rec['ratio'])}.")
+
+
 def commands(quick: bool, data: str) -> dict[str, list[str]]:
     q = ["--quick"] if quick else []
     return {
@@ -137,7 +148,7 @@ def report(results: Path, ran: list[dict] | None = None) -> str:
               f"of the stage's actor {_f(x.get('model_busy_fraction'))}. "
               f"float16 latents: recon error {_f(x['float16']['recon_error_float32'])} -> "
               f"{_f(x['float16']['recon_error_float16'])} (mean |x - G(z)|, {x['float16'].get('model', 'random generator')}), "
-              f"latent bytes/image {x['float16']['latent_bytes_per_image']}.")
+              f"latent bytes/image {x['float16']['latent_bytes_per_image']}." + _reconstruct_note(x))
     if "fit" in r:
         x = r["fit"]
         table(f"Fit ({x['rows']} rows, {_f(x['mb'])} MB in {x['files']} files)",

@@ -18,6 +18,8 @@ set written with headrot.synth). A randomly initialised generator of the preset,
 - FLOP bound: matmul FLOP/s (same run) / (calls per image x FLOPs per call).
 - float16: one batch embedded, then decoded from its float32 and from its float16-rounded
   latent: the reconstruction error of each and the latent column's Parquet bytes.
+- reconstruct_every: the embedding of one batch with its diagnostic reconstruction on every row
+  against every 8th row (the demo's `embed.reconstruct_every`), alternating, best of 3 each.
 Target: stage >= 85% of the plain loop.
 """
 from __future__ import annotations
@@ -145,6 +147,29 @@ def float16_cost(data: str, preset: str, n: int = 16) -> dict:
             "latent_bytes_per_image": bytes_}
 
 
+def reconstruct_cost(preset: str, n: int = 64, every: int = 8, rounds: int = 3) -> dict:
+    """Seconds to embed n images by inversion with the reconstruction error measured on every row
+    against every `every`th row (`embed(reconstruct=...)`), alternating, each side's best round."""
+    import torch
+
+    from headrot.model.embedding import embed
+
+    net = common.random_unet(preset)   # the cost is the network's, whatever its weights
+    size = net.config.image_size
+    x = torch.rand(n, 3, size, size) * 2 - 1
+    mask = torch.arange(n) % every == 0
+    times: dict[str, list[float]] = {"every_row": [], f"every_{every}th_row": []}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for key, rows in (("every_row", None), (f"every_{every}th_row", mask)):
+                start = time.perf_counter()
+                embed(x, "inversion", net, steps=10, reconstruct=rows)
+                times[key].append(time.perf_counter() - start)
+    best = {k: min(v) for k, v in times.items()}
+    return {"images": n, "every": every, "seconds_best": best, "seconds_rounds": times,
+            "ratio": common.ratio(best[f"every_{every}th_row"], best["every_row"])}
+
+
 def run(n: int, preset: str = "demo", data: str | None = None, batch_size: int = 64, quick: bool = False,
         actors: tuple[int, ...] = (1,), workdir: str | None = None, rounds: int = 2) -> dict:
     from headrot.stages.embed import EmbedConfig, run_embed
@@ -177,6 +202,7 @@ def run(n: int, preset: str = "demo", data: str | None = None, batch_size: int =
             stage[n_act] = stage_run(f"stage{n_act}", n_act)
         worker = common.ray_worker_threads()
     f16 = float16_cost(data, preset, 4 if quick else 16)
+    reconstruct = reconstruct_cost(preset, 16 if quick else 64, rounds=1 if quick else 3)
     flops_per_s = common.matmul_flops(1.0 if quick else 2.0)
     calls = common.calls_per_image("inversion", 10)
     bound = common.flop_bound(flops_per_s, calls * common.model_flops(preset))
@@ -202,6 +228,7 @@ def run(n: int, preset: str = "demo", data: str | None = None, batch_size: int =
         "plain_rounds_images_per_s": [x["images_per_s"] for x in plain_rounds],
         "model_busy_fraction": stage[actors[0]]["model_busy_fraction"],
         "float16": f16,
+        "reconstruct_every": reconstruct,
         "warmup_s": warm_s, "ray_init_s": ray_s,
     }
 
