@@ -102,6 +102,12 @@ def test_reconstruct_every_measures_every_nth_row_of_a_shard(ray_cluster, datase
     assert np.array_equal(np.isfinite(table.column("recon_psnr").to_numpy()), measured)
     assert (error[measured] > 0).all() and measured.sum() == 4 * 13 - 1
     assert np.isfinite(tables.tensor_to_numpy(table.column("latent"))).all()
+    # The report's mean is over the measured rows only, and says how many.
+    from headrot.stages.evaluate import _latents_psnr
+
+    mean, rows = _latents_psnr(str(out))
+    assert rows == measured.sum()
+    assert mean == pytest.approx(table.column("recon_psnr").to_numpy()[measured].astype(np.float64).mean(), abs=1e-3)
     with pytest.raises(ValueError, match="reconstruct_every must be >= 1"):
         _config(dataset, out, generator_ckpt, reconstruct_every=0)
 

@@ -36,7 +36,8 @@ report.json (all numbers plain JSON; a metric that cannot be measured is null):
           "judge_on_truth_deg_median": float|null}}},  # the judge's own error on their ground truths
       "embedding": {"method": str, "delta": int, "n": int,
                     "psnr_db": float|null, "ssim": float|null,  # delta-0 render vs the preprocessed source
-                    "latents_recon_psnr_db_mean": float|null},  # what the embed stage recorded
+                    "latents_recon_psnr_db_mean": float|null,   # what the embed stage recorded,
+                    "latents_recon_rows": int},                 # on this many rows (reconstruct_every)
       "pose_estimator": {"kind": "cnn" | "mediapipe" | "skipped",
                          "mae_deg_heldout": float|null, "mae_deg_heldout_blur": float|null,
                          "mae_deg_sources": float|null,   # on the evaluated sources vs truth (synthetic)

@@ -39,6 +39,7 @@ class Context:
                                                    # face_found_fraction filled in from the rows)
     notes: tuple[str, ...] = ()                    # after the unreadable sources' notes
     latents_recon_psnr: float | None = None        # the embed stage's mean recon PSNR
+    latents_recon_rows: int = 0                    # over this many rows (embed.reconstruct_every)
 
 
 def merge(parts: list[pa.Table]) -> pa.Table:
@@ -284,7 +285,8 @@ def aggregate(metrics: pa.Table, ctx: Context) -> dict[str, Any]:
     m = columns(metrics)
     primary = pick_primary(ctx.primary, sorted(set(m["method"].tolist())))
     pose = pose_figures(m, ctx)
-    embedding = {**embedding_quality(m), "latents_recon_psnr_db_mean": ctx.latents_recon_psnr}
+    embedding = {**embedding_quality(m), "latents_recon_psnr_db_mean": ctx.latents_recon_psnr,
+                 "latents_recon_rows": ctx.latents_recon_rows}
     methods, per_light = breakdowns(m)
     targets, light_diff = evaluate_targets(primary, m, methods, per_light, ctx.synthetic)
     sel = m["method"] == primary

@@ -133,7 +133,8 @@ def render_html(report: dict, figures: dict[str, tuple[bytes, str]], run: dict, 
                      "preprocessed like the model's input.</p>" + H.table(["", "value"], [
                          ("render used", f"{e.get('method')} at delta {e.get('delta')}"), ("n", e.get("n")),
                          ("PSNR (dB)", e.get("psnr_db")), ("SSIM", e.get("ssim")),
-                         ("embed stage's mean recon PSNR (dB)", e.get("latents_recon_psnr_db_mean"))])))
+                         (f"embed stage's mean recon PSNR (dB, {e.get('latents_recon_rows', 'all')} rows measured)",
+                          e.get("latents_recon_psnr_db_mean"))])))
     cases = "".join(H.figure(png, cap, name) for name, (png, cap) in figures.items() if name.startswith("cases_"))
     if cases:
         sections.append(("Best, median and worst cases", cases))

@@ -205,19 +205,21 @@ def measure_all(files: list[str], spec: MeasureSpec, total_rows: int) -> tuple[p
     return A.merge([parts[i] for i in range(len(files))]), made
 
 
-def _latents_psnr(root: str) -> float | None:
+def _latents_psnr(root: str) -> tuple[float | None, int]:
+    """The embed stage's mean recon PSNR over the rows it measured (embed.reconstruct_every), and
+    how many rows that is ((None, 0) when the root has no embed stage)."""
     latents_dir = RunLayout(root).latents
     if storage.completion(latents_dir) is None:  # no embed stage in this root: the report goes on
-        return None
+        return None, 0
     # A mean over fewer rows than the embed stage made would be silently wrong: checked like any read.
     files = runs.stage_files(latents_dir, STAGE, "embed", rows_key="written")
     try:
         t = tables.read_parquet_files(files, columns=["recon_psnr"])
     except (ValueError, KeyError, pa.ArrowInvalid):  # no files, or latents of another layout
-        return None
+        return None, 0
     v = t.column("recon_psnr").to_numpy(zero_copy_only=False).astype(np.float64)
     v = v[np.isfinite(v)]
-    return round(float(v.mean()), 3) if len(v) else None
+    return (round(float(v.mean()), 3) if len(v) else None), len(v)
 
 
 def trajectory_fit_of(root: str) -> dict[str, Any]:
@@ -366,8 +368,10 @@ def _evaluate(config: EvaluateConfig, data_uri: str, files: list[str]) -> dict[s
         pose["steerers"] = {"seeds": [k.get("seed") for k in steerers], "arch": steerers[0].get("arch"),
                             "note": "what the local steps follow with the labeller (their mean reading): "
                                     "more of its kind, other seeds; neither the reader nor the judge"}
+    recon_psnr, recon_rows = _latents_psnr(config.root)
     measured = A.aggregate(metrics, A.Context(primary=config.primary, synthetic=synthetic, pose=pose,
-                                              notes=tuple(notes), latents_recon_psnr=_latents_psnr(config.root)))
+                                              notes=tuple(notes), latents_recon_psnr=recon_psnr,
+                                              latents_recon_rows=recon_rows))
     figures = figures_of(measured, metrics, files, spec, config)
     report = _report(config, measured, data_uri, list(figures), started)
     write_report(config, report, figures, metrics)
