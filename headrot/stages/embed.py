@@ -70,7 +70,8 @@ class EmbedConfig:
     light_image_size: int = 32                           # size of the images light features come from
     seed: int = 0
     # Reconstruction error (recon_error, recon_psnr) of every Nth row of a shard, NaN for the others:
-    # the decode that measures it is a diagnostic, a quarter of inversion's cost (1: every row).
+    # the decode that measures it is a diagnostic of `steps` calls a row, a quarter of inversion's
+    # cost and 10 of the network embedding's 11 (1: every row; "refine" measures every row anyway).
     reconstruct_every: int = 1
     fail_after_shards: int | None = None                 # testing: the actor raises after N shards
 
