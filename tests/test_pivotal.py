@@ -80,14 +80,11 @@ def test_the_probe_measures_the_copies_the_render_stage_draws_with():
 def test_copies_tuned_together_are_each_the_copy_tuned_alone(together):
     """tune_copies trains K copies as one batched network (or one by one, as on the CPU): copy k is
     source k's lone tuning (to float rounding), and a batch drawn by the copies gives row r to copy
-    r mod K. In float64: a lone copy is tuned channels_last and the copies together through vmap's
-    plain layout, and in float32 their different rounding, which AdamW's first steps (about the
-    learning rate per weight, whatever the gradient's size) amplify, reaches 2e-4 on a few weights."""
+    r mod K."""
     from headrot.model.pivotal import tune_copies
 
-    net = tiny_yaw_net().double()
-    images = torch.rand(3, 3, 16, 16, dtype=torch.float64) * 2 - 1
-    pivots = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    net = tiny_yaw_net()
+    images, pivots = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 3, 16, 16)
     yaws, seeds = [5.0, -10.0, 20.0], [1, 2, 3]
     copies = tune_copies(net, images, pivots, yaws, 5, lr=1e-3, seeds=seeds, together=together)
     alone = [tune_on_source(net, images[k], pivots[k], yaws[k], 5, lr=1e-3, seed=seeds[k]) for k in range(3)]
@@ -96,8 +93,7 @@ def test_copies_tuned_together_are_each_the_copy_tuned_alone(together):
         assert all(torch.allclose(p, theirs[n], atol=1e-6) for n, p in copies.module(k).state_dict().items())
     assert not torch.allclose(copies.module(0).state_dict()["yaw_in.weight"],
                               copies.module(1).state_dict()["yaw_in.weight"])   # each its own
-    x, variances = torch.randn(6, 3, 16, 16, dtype=torch.float64), torch.rand(6, 1, 1, 1, dtype=torch.float64)
-    yaw = torch.linspace(-30, 30, 6)
+    x, variances, yaw = torch.randn(6, 3, 16, 16), torch.rand(6, 1, 1, 1), torch.linspace(-30, 30, 6)
     with torch.no_grad():
         drawn = copies(x, variances, yaw=yaw)
         expected = torch.cat([alone[r % 3](x[r:r + 1], variances[r:r + 1], yaw=yaw[r:r + 1]) for r in range(6)])

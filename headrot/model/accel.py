@@ -12,11 +12,9 @@ One `Inference` object per actor, built from the stage's `precision` / `compile`
         ...
 
 Defaults ("auto"): on CUDA bf16 autocast (activations and matmuls in bf16, the sampler's
-arithmetic stays float32 because autocast only touches conv/matmul ops); on CPU float32 (bf16 on
-a CPU without AMX is slower than float32). channels_last everywhere (tensor cores want NHWC; on
-2 EPYC cores the demo network's 10-step inversion of 64 images took 9.8 s against 11.1 in the
-plain layout, and a forward pass of 256 images 1.24 s against 1.93; an older machine's sweep
-found no difference either way, bench/results/model.json).
+arithmetic stays float32 because autocast only touches conv/matmul ops) and channels_last
+(tensor cores want NHWC); on CPU float32 and the plain layout: bf16 on a CPU without AMX is
+slower than float32, and channels_last made no steady difference here (bench/results/model.json).
 `compile` is off unless asked: torch.compile costs a minute of warm-up per actor, and for
 inference it was not measured on a GPU yet (for training the paper network on an H200 it gave
 1.59x: BENCHMARKS.md "On a GPU"); with mode="reduce-overhead" it also captures CUDA graphs.
@@ -96,7 +94,7 @@ class Inference:
         if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp32")
         bf16 = precision == "bf16" or (precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        return cls(device=device, bf16=bf16, channels_last=True, compile=compile, pin_memory=cuda,
+        return cls(device=device, bf16=bf16, channels_last=cuda, compile=compile, pin_memory=cuda,
                    busy=BusyMeter(cuda=cuda))
 
     def describe(self) -> dict[str, Any]:

@@ -59,10 +59,7 @@ class Copies:
 
     def __init__(self, net: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
         self.k = len(next(iter(params.values())))
-        # vmap runs in the plain layout only (it cannot query channels_last strides): the copies of a
-        # channels_last network are kept, and drawn, as plain NCHW tensors.
-        self.params = {name: _plain(p) for name, p in params.items()}
-        self.buffers = {name: _plain(b) for name, b in buffers.items()}
+        self.params, self.buffers = params, buffers
         self.schedule, self.config = getattr(net, "schedule", None), getattr(net, "config", None)
         # The module's code without its weights: functional_call gives each copy's in.
         self._skeleton = copy.deepcopy(net).to("meta").eval()
@@ -87,7 +84,7 @@ class Copies:
             return t.reshape(n // k, k, *t.shape[1:]).transpose(0, 1)
 
         yaw = torch.as_tensor(yaw, dtype=torch.float32, device=x.device).reshape(-1)
-        out = self._all(self.params, self.buffers, per_copy(_plain(x)), per_copy(noise_variances), per_copy(yaw))
+        out = self._all(self.params, self.buffers, per_copy(x), per_copy(noise_variances), per_copy(yaw))
         return out.transpose(0, 1).reshape(n, *out.shape[2:])
 
     def module(self, i: int) -> torch.nn.Module:
@@ -97,25 +94,6 @@ class Copies:
                  **{name: b[i].clone() for name, b in self.buffers.items()}}
         net.load_state_dict(state)
         return net
-
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    """`t` in the plain (contiguous NCHW) layout; itself when it already is (a trainable leaf stays one)."""
-    return t if t.is_contiguous() else t.contiguous()
-
-
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
-def _alone(copies: Copies, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
-           noise_variances: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
-    """The one copy of `copies` (K = 1) on a batch x [B,3,S,S], without vmap and in channels_last: on 2 CPU
-    cores a tuning step took 90 ms so against 116 ms in vmap's plain layout (bench/NOTES.md, twenty-fourth
-    session). The layout copies are differentiable, so the gradients reach the stacked weights."""
-    weights = {name: _channels_last(p[0]) for name, p in params.items()}
-    state = {name: b[0] for name, b in buffers.items()}
-    return functional_call(copies._skeleton, (weights, state), (_channels_last(x), noise_variances), {"yaw": yaw})
 
 
 def pivot_noise(net, image: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
@@ -146,8 +124,8 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
     if not together and len(images) > 1:
         ones = [tune_copies(net, images[k:k + 1], pivots[k:k + 1], [yaws[k]], steps, lr, [seeds[k]], batch, True,
                             layers) for k in range(len(images))]
-        params = {name: _plain(torch.cat([one.params[name] for one in ones]).detach()) for name in ones[0].params}
-        buffers = {name: _plain(torch.cat([one.buffers[name] for one in ones])) for name in ones[0].buffers}
+        params = {name: torch.cat([one.params[name] for one in ones]).detach() for name in ones[0].params}
+        buffers = {name: torch.cat([one.buffers[name] for one in ones]) for name in ones[0].buffers}
         return Copies(getattr(net, "_orig_mod", net), params, buffers)
     tuned = None
     for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch, layers)):
@@ -181,9 +159,7 @@ def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float
         base = getattr(net, "_orig_mod", net)   # a compiled generator is tuned (and draws) as its plain module
         params, buffers = stack_module_state([base] * k)   # fresh stacked tensors: `net` is not touched
         tuned = tuned_names(base, layers)
-        params = {name: p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(name in tuned)
-                  for name, p in params.items()}
-        buffers = {name: b.clone(memory_format=torch.contiguous_format) for name, b in buffers.items()}
+        params = {name: p.detach().clone().requires_grad_(name in tuned) for name, p in params.items()}
         copies = Copies(base, params, buffers)
         images, pivots = images.clone(), pivots.clone()
         eps = pivot_noise(base, images, pivots)                                     # [K,3,S,S]
@@ -205,10 +181,7 @@ def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float
             noises = torch.cat([eps[:, None].expand(-1, half, -1, -1, -1), fresh], 1)    # [K,B,3,S,S]
             noise_rates, signal_rates = diffusion_schedule(times, schedule)             # [K,B,1,1,1]
             noisy = signal_rates * x + noise_rates * noises
-            if k == 1:   # one source (how the CPU tunes): no vmap, so the convolutions run channels_last
-                pred = _alone(copies, params, buffers, noisy[0], noise_rates[0] ** 2, yaw[0])[None]
-            else:
-                pred = copies._all(params, buffers, noisy, noise_rates**2, yaw)
+            pred = copies._all(params, buffers, noisy, noise_rates**2, yaw)
             weights = p2_weights(noise_rates, signal_rates, 2.0, schedule=schedule)
             # Each copy's loss is its own batch's mean; their sum gives each copy its own gradient.
             loss = ((pred - noises).abs() * weights).mean(dim=(1, 2, 3, 4)).sum()
