@@ -4,7 +4,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
                                                [--pairs truth|identity] [--inversions PROBE] [--per-identity 10]
-                                               [--colour-weight W] [--reach 60]
+                                               [--colour-weight W] [--reach 60] [--unrolled U]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
@@ -266,16 +266,35 @@ def coupled_loss(net, images, noises, yaws, generator, p2_gamma: float = 2.0, co
     return loss
 
 
+def sampled_loss(net, latents, images, yaws, colour_weight: float = 0.0, steps: int = 10):
+    """The error of a whole draw: `latents` (inversions) through the `steps`-step DDIM sampler under
+    `yaws`, with gradients through every step, against `images` (L1, plus `colour_weight` times the
+    4x4 block colours' L1, what the evaluation's colour PSNR reads). The denoising loss trains one
+    step at a time, and the small errors of ten steps add up to the arcs and smears of a far turn;
+    this loss is that of the image the render stage draws (backpropagation through the sampler, as
+    DRaFT and AlignProp fine-tune a diffusion model on a reward)."""
+    import torch
+
+    from headrot.model.sampler import reverse_diffusion
+
+    net.yaw = yaws
+    err = reverse_diffusion(net, latents, steps, net.schedule) - images
+    return err.abs().mean() + colour_weight * torch.nn.functional.avg_pool2d(err, 4).abs().mean()
+
+
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
                   inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
-                  reach: float = 60.0) -> None:
+                  reach: float = 60.0, unrolled: int = 0) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
     generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
     a head under its own yaw decodes under another yaw to the same head turned: each batch of 64
     is 32 coupled turns (z_s -> x_t under y_t), 16 coupled reconstructions (z_s -> x_s under y_s)
     and 16 ordinary denoising examples (fresh noise), which keep it a sampler. Resumable from
-    out/model.pt like `train`."""
+    out/model.pt like `train`.
+
+    `unrolled` U > 0 adds the `sampled_loss` of U turns a step: z_s drawn whole by the 10-step
+    sampler under y_t against x_t."""
     import torch
 
     from headrot.model.checkpoint import load_model
@@ -327,7 +346,11 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         turn = coupled_loss(net, torch.cat([x_t[t], x_s[s]]), torch.cat([eps_s[t_src[t]], eps_s[s]]),
                             torch.cat([y_t[t], y_s[s]]), gen, colour_weight=colour_weight)
         net.yaw = y_all[o]
-        return (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
+        loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
+        if unrolled:
+            u = torch.randint(len(y_t), (unrolled,), generator=gen)
+            loss = loss + sampled_loss(net, z_s[t_src[u]], x_t[u], y_t[u], colour_weight)
+        return loss
 
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
@@ -613,6 +636,8 @@ def main() -> None:
                     help="--coupled: turns by the renderer's truth, or other images of the identity in the same light")
     ap.add_argument("--reach", type=float, default=60.0,
                     help="--coupled --pairs truth: the largest |yaw| a turn is drawn at (default 60; the renderer's limit is 80)")
+    ap.add_argument("--unrolled", type=int, default=0, metavar="U",
+                    help="--coupled: also U turns a step drawn whole by the 10-step sampler, the loss through every step")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
@@ -638,7 +663,7 @@ def main() -> None:
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
-                          args.per_identity, args.colour_weight, args.reach)
+                          args.per_identity, args.colour_weight, args.reach, args.unrolled)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":

@@ -335,3 +335,33 @@ def test_the_training_curve_orders_judged_checkpoints_by_step(tmp_path, monkeypa
     assert [p["pose_error_deg_median"] for p in points] == [3.0, 1.0]
     assert [p["colour_fault_rate_far"] for p in points] == [0.5, 0.25]
     assert (tmp_path / "curve.png").stat().st_size > 0 and np.isfinite(points[0]["slope"])
+
+
+def test_the_sampled_loss_is_the_whole_draws_error_and_trains_every_step():
+    """bench.yaw_conditioned --unrolled: the loss is the error of the image the 10-step sampler draws
+    from the given latents under the given yaws, and its gradient reaches the network through the
+    sampler (a few steps of it bring that draw nearer its target)."""
+    from bench.yaw_conditioned import sampled_loss
+    from headrot.model.sampler import reverse_diffusion
+
+    torch.manual_seed(4)
+    net = conditional(UNet(dataclasses.replace(PRESETS["tiny"], zero_init_output=False)))
+    torch.nn.init.normal_(net.yaw_in.weight, std=0.1)
+    latents, targets = torch.randn(4, 3, 16, 16), torch.rand(4, 3, 16, 16) * 2 - 1
+    yaws = torch.tensor([-30.0, -5.0, 10.0, 40.0])
+    loss = sampled_loss(net, latents, targets, yaws)
+    with torch.no_grad():
+        drawn = reverse_diffusion(net, latents, 10, net.schedule)
+    torch.testing.assert_close(loss, (drawn - targets).abs().mean())
+    torch.testing.assert_close(net.yaw, yaws)
+    # the block colours' error adds only where a block's mean is off
+    assert sampled_loss(net, latents, drawn, yaws, colour_weight=4.0).item() < 1e-5
+    assert (sampled_loss(net, latents, targets, yaws, colour_weight=4.0) > loss + 1e-3).item()
+    loss.backward()
+    assert net.yaw_in.weight.grad.abs().sum() > 0
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(15):
+        opt.zero_grad()
+        sampled_loss(net, latents, targets, yaws).backward()
+        opt.step()
+    assert sampled_loss(net, latents, targets, yaws).item() < 0.9 * loss.item()
