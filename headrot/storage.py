@@ -89,7 +89,7 @@ def _s3_options() -> dict[str, Any]:
 
 def safe_name(name: str, what: str = "name") -> str:
     """Refuse a path component that could escape its folder or surprise a filesystem."""
-    if not isinstance(name, str) or not _SAFE.match(name):
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
         raise ValueError(
             f"unsafe {what} {name!r}: only letters, digits, '.', '_' and '-' are allowed "
             "(no slashes, no leading dot)"

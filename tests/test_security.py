@@ -130,6 +130,14 @@ def test_output_keys_come_from_checked_ids(name):
     assert rejects.rejected_uri("/runs/r", safe, 0).startswith("/runs/r/rejected/")
 
 
+def test_a_trailing_newline_is_not_a_safe_name():
+    """A regex's `$` also matches before a final newline: the whole name must match (hypothesis found
+    '0\n' passing as safe, and the file name made from it refused later)."""
+    for bad in ("0\n", "x\n", "shard-1\n"):
+        with pytest.raises(ValueError, match="unsafe"):
+            storage.safe_name(bad)
+
+
 def test_hostile_ids_write_nothing_outside_the_root(tmp_path):
     root = tmp_path / "run"
     for bad in ["../../x", "../escape", "a/../../b", "/etc/passwd", ".hidden", "x\0y"]:
