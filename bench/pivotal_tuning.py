@@ -1,7 +1,8 @@
 """Does tuning the yaw generator on each source first keep that head's hair, skin and light when it turns?
 
     python -m bench.pivotal_tuning [--root runs/demo] [--steps 25,50,100] [--lr 2e-5] [--batch 8]
-                                   [--calibrate 3] [--faces 000070,000059] [--name pivotal-tuning]
+                                   [--calibrate 3] [--faces 000070,000059] [--pivot-share 0.5]
+                                   [--name pivotal-tuning]
 
 Pivotal tuning (Roich et al. 2022, headrot.model.pivotal, the render stage's `pivotal_steps`): the
 source inverted under its labelled yaw is the pivot, and a copy of the shipped yaw generator tuned a
@@ -29,13 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tuned_at(net, image, pivot, yaw: float, steps: list[int], lr: float, seed: int, batch: int = 8,
-             layers: str = "all"):
+             layers: str = "all", pivot_share: float = 0.5):
     """(k, the copy tuned k steps, a plain network) for every k in `steps`, from one run of
     headrot.model.pivotal.tuning on one source."""
     from headrot.model.pivotal import tuning
 
     wanted = set(steps)
-    for done, copies in enumerate(tuning(net, image[None], pivot[None], [yaw], lr, [seed], batch, layers)):
+    for done, copies in enumerate(tuning(net, image[None], pivot[None], [yaw], lr, [seed], batch, layers,
+                                         pivot_share)):
         if done in wanted:
             yield done, copies.module(0)
         if done >= max(steps):
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="tuning batch (half the pivot's line, half fresh noise)")
     ap.add_argument("--layers", default="all", choices=["all", "up"],
                     help="the weights tuned: all, or the up path and output conv only")
+    ap.add_argument("--pivot-share", type=float, default=0.5,
+                    help="the part of each tuning batch on the pivot's line (the rest fresh noise; 0: fresh only)")
     ap.add_argument("--faces", default="", help="tune only these faces (comma list of ids, e.g. 000070,000059; "
                     "default all): the rest keep the untuned draw")
     ap.add_argument("--name", default="pivotal-tuning")
@@ -137,7 +141,8 @@ def main() -> None:
     for s in tuned_faces:
         i = sources.index(s)
         for k, tuned in tuned_at(net, x[i], z[i], float(yaw[i]), steps, args.lr,
-                                 seed=zlib.crc32(s.encode()), batch=args.batch, layers=args.layers):   # the render stage's seed
+                                 seed=zlib.crc32(s.encode()), batch=args.batch, layers=args.layers,
+                                 pivot_share=args.pivot_share):   # the render stage's seed
             for suffix, renders in face_renders(tuned, i).items():
                 made.setdefault(f"tuned-{k}{suffix}", {}).update(renders)
         print(f"{s} tuned, {time.monotonic() - started:.0f} s", flush=True)

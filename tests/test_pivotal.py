@@ -60,6 +60,26 @@ def test_tuning_refuses_nonsense():
         tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=-1)
     with pytest.raises(ValueError, match="batch"):
         tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=1, batch=1)
+    with pytest.raises(ValueError, match="pivot_share"):
+        tune_on_source(net, torch.zeros(3, 16, 16), torch.zeros(3, 16, 16), 0.0, steps=1, pivot_share=1.5)
+
+
+def test_the_pivot_share_is_the_part_of_the_batch_on_the_pivots_line():
+    """pivot_share 0 tunes on fresh noise alone: the copy does not depend on the pivot. At the
+    default (half and half, as pivot_share 0.5) it does."""
+    net = tiny_yaw_net()
+    image = torch.linspace(-0.8, 0.8, 3 * 16 * 16).reshape(3, 16, 16)
+    a, b = (torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+
+    def tuned(pivot, **share):
+        return tune_on_source(net, image, pivot, 10.0, steps=3, lr=1e-3, seed=3, **share).state_dict()
+
+    def same(x, y):
+        return all(torch.equal(x[n], p) for n, p in y.items())
+
+    assert same(tuned(a, pivot_share=0.0), tuned(b, pivot_share=0.0))
+    assert not same(tuned(a), tuned(b))
+    assert same(tuned(a), tuned(a, pivot_share=0.5))
 
 
 def test_the_probe_measures_the_copies_the_render_stage_draws_with():

@@ -105,10 +105,11 @@ def pivot_noise(net, image: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
 
 def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float], steps: int,
                 lr: float = DEFAULT_LR, seeds: Sequence[int] | None = None, batch: int = 8,
-                together: bool | None = None, layers: str = "all") -> Copies:
+                together: bool | None = None, layers: str = "all", pivot_share: float = 0.5) -> Copies:
     """Copies of the yaw-conditioned `net`, copy k fine-tuned `steps` AdamW steps on source image k
     [K,3,S,S] (in [-1, 1]) under its yaw, `pivots` [K,3,S,S] their inversions under those yaws by
-    `net`, `seeds` [K] (default 0 each) their noise, `layers` the weights tuned (LAYERS). `net`
+    `net`, `seeds` [K] (default 0 each) their noise, `layers` the weights tuned (LAYERS),
+    `pivot_share` the part of each batch on the pivot's line (the rest fresh noise). `net`
     itself is not touched. Copy k is what tuning source k alone gives (to float rounding), whatever
     the other sources.
 
@@ -123,12 +124,12 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
         together = images.device.type != "cpu"
     if not together and len(images) > 1:
         ones = [tune_copies(net, images[k:k + 1], pivots[k:k + 1], [yaws[k]], steps, lr, [seeds[k]], batch, True,
-                            layers) for k in range(len(images))]
+                            layers, pivot_share) for k in range(len(images))]
         params = {name: torch.cat([one.params[name] for one in ones]).detach() for name in ones[0].params}
         buffers = {name: torch.cat([one.buffers[name] for one in ones]) for name in ones[0].buffers}
         return Copies(getattr(net, "_orig_mod", net), params, buffers)
     tuned = None
-    for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch, layers)):
+    for done, tuned in enumerate(tuning(net, images, pivots, yaws, lr, seeds, batch, layers, pivot_share)):
         if done == steps:
             break
     # Done training: the weights leave autograd, as a render actor's frozen generator's are.
@@ -137,17 +138,22 @@ def tune_copies(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[
 
 
 def tune_on_source(net, image: torch.Tensor, pivot: torch.Tensor, yaw: float, steps: int,
-                   lr: float = DEFAULT_LR, seed: int = 0, batch: int = 8, layers: str = "all") -> torch.nn.Module:
+                   lr: float = DEFAULT_LR, seed: int = 0, batch: int = 8, layers: str = "all",
+                   pivot_share: float = 0.5) -> torch.nn.Module:
     """tune_copies for one source image [3,S,S]: its copy, as a plain network in eval mode."""
-    return tune_copies(net, image[None], pivot[None], [yaw], steps, lr, [seed], batch, layers=layers).module(0)
+    return tune_copies(net, image[None], pivot[None], [yaw], steps, lr, [seed], batch, layers=layers,
+                       pivot_share=pivot_share).module(0)
 
 
 def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float], lr: float = DEFAULT_LR,
-           seeds: Sequence[int] | None = None, batch: int = 8, layers: str = "all") -> Iterator[Copies]:
+           seeds: Sequence[int] | None = None, batch: int = 8, layers: str = "all",
+           pivot_share: float = 0.5) -> Iterator[Copies]:
     """The tuned copies after 0, 1, 2, ... steps (tune_copies' run, trained on in place: take what
     you need of them before asking for the next step)."""
     if batch < 2:
         raise ValueError(f"pivotal tuning: batch must be >= 2, got {batch}")
+    if not 0.0 <= pivot_share <= 1.0:
+        raise ValueError(f"pivotal tuning: pivot_share must be in [0, 1], got {pivot_share}")
     k = len(images)
     seeds = [0] * k if seeds is None else list(seeds)
     if not len(pivots) == len(yaws) == len(seeds) == k:
@@ -167,7 +173,7 @@ def tuning(net, images: torch.Tensor, pivots: torch.Tensor, yaws: Sequence[float
         # One generator per source, drawn in the order a lone tuning draws: a copy's noise is its own.
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         schedule = trained_schedule(base)
-        half = batch // 2
+        half = int(batch * pivot_share)   # rows on the pivot's line (floor: batch // 2 at 0.5); the rest fresh noise
         x = images[:, None].expand(-1, batch, -1, -1, -1)                          # [K,B,3,S,S]
         yaw = torch.as_tensor(list(yaws), dtype=torch.float32, device=images.device)[:, None].expand(k, batch)
     while True:
