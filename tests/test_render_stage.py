@@ -291,9 +291,12 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
         got = images[(method == "yaw") & (delta == d)]
         assert np.abs(got.astype(int) - expected[d].astype(int)).max() <= 1
         kept = images[(method == "yaw-colour") & (delta == d)]
-        if d != 0:   # delta 0 is the unmoved reconstruction itself
+        if d != 0:
             assert np.abs(kept.astype(int) - transport_colours(guided[d], x).astype(int)).mean() < 0.5
             assert np.abs(guided[d].astype(int) - expected[d].astype(int)).mean() > 1   # the guide did something
+        else:   # the unmoved reconstruction (drawn unguided), mapped onto the source as the turns are
+            assert np.abs(kept.astype(int) - transport_colours(expected[0], x).astype(int)).mean() < 0.5
+            assert np.abs(kept.astype(int) - expected[0].astype(int)).mean() > 1
     assert not np.array_equal(expected[-20], expected[20])
     # Its zero is its own reconstruction, not the plain generator's G(z).
     assert not np.array_equal(images[(method == "yaw") & (delta == 0)], images[(method == "no_move") & (delta == 0)])

@@ -564,9 +564,11 @@ class RenderShards:
         n = len(src.z)
         z, base = inverted
         reference = self.colour_reference(base, sources)
-        if variant.colour and self.config.pivotal_steps:
-            # A tuned copy's own reconstruction drifts in colour (its first optimizer steps move every
-            # weight a little; the turns are guided back, this one is not): -colour maps it too.
+        if variant.colour:
+            # -colour maps the unmoved render too, as it maps the turns. A tuned copy's reconstruction
+            # drifts in colour (its first optimizer steps move every weight a little), and the shipped
+            # yaw generator's own, trained on turns, lost 2.8 dB to the truth at delta 0 (30.2 -> 27.4
+            # on the demo, bench/NOTES.md, twenty-sixth session) while its turns were mapped back.
             base = self.recoloured(base, reference, True)
         nonzero = [delta for delta in self.deltas if delta != 0]
         z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
