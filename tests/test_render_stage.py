@@ -304,6 +304,52 @@ def test_the_yaw_method_inverts_each_source_under_its_yaw_and_draws_it_at_yaw_pl
     assert calls_per_render(config)["yaw"] == round((4 + 1 + 2) / 3, 3)
 
 
+def test_the_yaw_method_can_invert_with_regularised_noise(tmp_path):
+    """inversion_regularization: each source inverted with its noise predictions kept white
+    (headrot.model.noise_regularization, at that strength), then drawn as before; the same face
+    alone in its shard gets the same renders."""
+    import torch
+
+    from headrot.data.images import decode_face
+    from headrot.model.checkpoint import load_model
+    from headrot.model.conditioning import at_yaw
+    from headrot.model.noise_regularization import regularized
+    from headrot.model.sampler import ddim_inversion, reverse_diffusion
+    from headrot.report.grid import to_uint8
+    from headrot.stages.render import RenderShards
+
+    with pytest.raises(ValueError, match="inversion_regularization"):
+        RenderConfig(root="r", methods=("yaw",), inversion_regularization=-1.0)
+    root, data, ckpt = yaw_run(tmp_path)
+    config = RenderConfig(root=root, deltas=(-20, 0, 20), split="all", methods=("yaw",), steps=2, data=data,
+                          yaw_generator=ckpt, inversion_regularization=1.0)
+    latents = storage.list_files(storage.join(root, "latents"), ".parquet")[0]
+
+    def rendered(take):
+        out = RenderShards(config)({"latents_uri": [latents], "take": [take], "shard": ["part-00000"]})
+        n, size = int(out["n"][0]), int(out["size"][0])
+        meta = tables.from_ipc(out["meta"][0])
+        return (np.frombuffer(out["images"][0], np.uint8).reshape(n, size, size, 3), meta.column("delta").to_numpy(),
+                np.array(meta.column("source_id").to_pylist()))
+
+    images, delta, ids = rendered(3)
+    source = tables.read_parquet(latents).slice(0, 3)
+    net, model_config, _ = load_model(ckpt, "generator")
+    size = model_config.image_size
+    yaw = torch.from_numpy(source.column("yaw").to_numpy().astype(np.float32))
+    x = torch.from_numpy(np.stack([decode_face((tmp_path / "data" / "img_align_celeba" / i).read_bytes(), size)
+                                   for i in source.column("image_id").to_pylist()])).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        z = ddim_inversion(regularized(at_yaw(net, yaw), seed=0, strength=1.0), x / 127.5 - 1, 2, None, 5, 2)
+        plain = ddim_inversion(at_yaw(net, yaw), x / 127.5 - 1, 2, None, 5, 2)
+        for d in (-20, 0, 20):
+            expected = to_uint8(reverse_diffusion(at_yaw(net, yaw + d), z, 2))
+            assert np.abs(images[delta == d].astype(int) - expected.astype(int)).max() <= 1
+    assert (z - plain).abs().mean() > 1e-3   # the regularisation moved the latents
+    alone, _, alone_ids = rendered(1)
+    assert np.array_equal(alone, images[ids == alone_ids[0]])
+
+
 def test_pivotal_tuning_draws_each_source_with_its_own_tuned_copy_of_the_yaw_generator(tmp_path):
     """pivotal_steps: the untuned generator's inversion is each source's pivot; a copy tuned on that
     source alone (seeded by its image id) draws its unmoved render and its turns, so a face's renders

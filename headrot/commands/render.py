@@ -2,6 +2,7 @@
                   [--methods headrot,no_move,...] [--out URI] [--format parquet|png]
                   [--generator CKPT] [--batch-size N] [--precision auto|fp32|bf16] [--compile]
                   [--yaw-generator CKPT --data URI] [--pivotal-steps N]   (the yaw methods)
+                  [--inversion-regularization S]
 
 Builds a RenderConfig (a YAML `render:` section first, flags on top), joins Ray and runs
 headrot.stages.render.run_render; prints the summary as JSON.
@@ -16,6 +17,7 @@ FLAGS = {
     "out": "out", "format": "format", "generator": "generator", "batch_size": "batch_size",
     "steps": "steps", "max_actors": "max_actors", "precision": "precision", "compile": "compile",
     "yaw_generator": "yaw_generator", "data": "data", "pivotal_steps": "pivotal_steps",
+    "inversion_regularization": "inversion_regularization",
 }
 
 
@@ -38,6 +40,9 @@ def configure(parser) -> None:
     parser.add_argument("--pivotal-steps", type=int, metavar="N",
                         help="yaw methods: draw each source with a copy of the yaw generator tuned N steps on it "
                              "(pivotal tuning; 0: off)")
+    parser.add_argument("--inversion-regularization", type=float, metavar="S",
+                        help="yaw methods: invert with the noise predictions kept white, pix2pix-zero's step "
+                             "weights times S (0: off)")
     parser.add_argument("--batch-size", type=int, help="renders per network call (default 64)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default 10, the paper's)")
     parser.add_argument("--max-actors", type=int, help="model actors (default: one per GPU, else 1)")

@@ -118,6 +118,10 @@ class RenderConfig:
                                                                   # (pivotal tuning, headrot.model.pivotal; 0: off)
     pivotal_lr: float = 2e-5                                      # yaw methods: that tuning's learning rate (1e-4
                                                                   # taught the copies the source's pose: bench/NOTES.md)
+    inversion_regularization: float = 0.0                         # yaw methods: each source inverted with its noise
+                                                                  # predictions kept white (pix2pix-zero's regularised
+                                                                  # inversion, headrot.model.noise_regularization), its
+                                                                  # step weights times this (0: off; the demo 0.5)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -159,6 +163,9 @@ class RenderConfig:
         if self.pivotal_steps < 0 or not 0 < self.pivotal_lr < 1:
             raise ValueError(f"render: pivotal_steps must be >= 0 (0: off) and pivotal_lr in (0, 1), got "
                              f"{self.pivotal_steps} and {self.pivotal_lr}")
+        if not 0 <= self.inversion_regularization <= 10:
+            raise ValueError(f"render: inversion_regularization must be in [0, 10] (0: off; 1: pix2pix-zero's "
+                             f"weights), got {self.inversion_regularization}")
         if self.colour_reference == "source" and not self.data:
             raise ValueError("render: colour_reference source reads the source images: give `data` "
                              "(the CelebA root the latents came from), or use unmoved")
@@ -403,8 +410,11 @@ class RenderShards:
 
     def invert_at_yaw(self, images: np.ndarray, yaws: np.ndarray) -> np.ndarray:
         """float64 [N,3,S,S]: each uint8 image [N,S,S,3] inverted by the yaw-conditioned generator under
-        its own yaw, as the embed stage inverts (its DDIM steps and iterations)."""
+        its own yaw, as the embed stage inverts (its DDIM steps and iterations), its noise predictions
+        regularised when `inversion_regularization` (every batch from the same seed, so a face's latent
+        does not depend on its batch)."""
         from headrot.model.conditioning import at_yaw
+        from headrot.model.noise_regularization import regularized
         from headrot.model.sampler import ddim_inversion
 
         out = np.zeros((len(images), 3, *images.shape[1:3]))
@@ -412,6 +422,8 @@ class RenderShards:
             with self.acc.busy.timing(), self.acc.autocast():
                 x = self.acc.to_device(np.ascontiguousarray(images[s:s + self.batch_size])).permute(0, 3, 1, 2).float()
                 net = at_yaw(self.yaw_model, yaws[s:s + self.batch_size])
+                if self.config.inversion_regularization:
+                    net = regularized(net, seed=0, strength=self.config.inversion_regularization)
                 out[s:s + self.batch_size] = ddim_inversion(net, x / 127.5 - 1.0, self.steps, None,
                                                             *self.config.inversion_iterations).float().cpu().numpy()
         return out
