@@ -10,8 +10,10 @@ gradient steps on two losses of eps alone (no network call):
   squared mean of eps times eps rolled by a random shift along each axis; white noise has none;
 - KL to N(0, 1) of the map's mean and variance: var + mean^2 - 1 - log var.
 
-On the demo the rings beside the head in a far turn lie where the source's outline was
-(bench/NOTES.md): a structure of the inverted latent, which this targets.
+On the demo the rings beside the head in a far turn lie where the source's outline was, which
+looked like such a structure; at half their weights the rings stayed and, once calibrated, the
+turns were no better (bench/NOTES.md, twenty-sixth session), so `render.inversion_regularization`
+is off there.
 
     ddim_inversion(regularized(at_yaw(net, yaw), seed=0), x)
 """

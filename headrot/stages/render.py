@@ -121,7 +121,8 @@ class RenderConfig:
     inversion_regularization: float = 0.0                         # yaw methods: each source inverted with its noise
                                                                   # predictions kept white (pix2pix-zero's regularised
                                                                   # inversion, headrot.model.noise_regularization), its
-                                                                  # step weights times this (0: off; the demo 0.5)
+                                                                  # step weights times this (0: off, as in the demo:
+                                                                  # 0.5 measured no better there, bench/NOTES.md)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS and parse_variant(m) is None]
@@ -578,9 +579,10 @@ class RenderShards:
         reference = self.colour_reference(base, sources)
         if variant.colour:
             # -colour maps the unmoved render too, as it maps the turns. A tuned copy's reconstruction
-            # drifts in colour (its first optimizer steps move every weight a little), and the shipped
-            # yaw generator's own, trained on turns, lost 2.8 dB to the truth at delta 0 (30.2 -> 27.4
-            # on the demo, bench/NOTES.md, twenty-sixth session) while its turns were mapped back.
+            # drifts in colour (its first optimizer steps move every weight a little), and the yaw
+            # generator trained on turns reconstructs in colours of its own too: untuned, its delta-0
+            # renders read 27.4 dB against the truth on the demo, mapped 31.0 (bench/NOTES.md,
+            # twenty-sixth session).
             base = self.recoloured(base, reference, True)
         nonzero = [delta for delta in self.deltas if delta != 0]
         z_rep, yaw_rep = np.concatenate([z] * len(nonzero)) if nonzero else z[:0], np.tile(src.yaw, len(nonzero))
