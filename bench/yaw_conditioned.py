@@ -27,7 +27,8 @@ from its step with new pairs). INIT `asset` starts from the shipped yaw generato
 (headrot/assets/demo_generator_yaw.pt). `--colour-weight W` adds the x_0 estimate's 4x4
 block-colour error to the coupled loss (`coupled_loss`). `--unrolled U` also draws U turns a step
 whole, through the 10-step sampler with gradients, and adds their error against the truth
-(`sampled_loss`; the shipped file's last 1,564 steps, bench/NOTES.md, twenty-fifth session).
+(`sampled_loss`; the shipped file's last 3,741 steps, bench/NOTES.md, twenty-fifth and
+twenty-sixth sessions).
 `--per-identity K` writes the probe's set with K images per head (6,000 faces at K 2: 3,000 heads
 instead of 600; the truth turns need one image of a head).
 `--pairs identity` takes the turns from the data instead

@@ -8,6 +8,8 @@ the source inverted under its labelled yaw, z_s; the edit is the yaw condition. 
 are new to the yaw generator (seed 0 against its training set's seed 3), and the faults its turns
 left were such heads' (a white cap of hair lost at +20/+30, a face lit yellow): a copy tuned 50 steps
 on the source turns them with the cap and the skin kept (bench/NOTES.md, eighteenth session).
+The yaw generator trained on turns drawn whole keeps them untuned, and tuning it cost pose and drew
+rings back, so the demo no longer tunes (`render.pivotal_steps: 0`, twenty-sixth session).
 
 Each batch is half the pivot's own line, x_t = alpha_t x + sigma_t eps_s with z_s = alpha_1 x +
 sigma_1 eps_s (a DDIM step that predicts eps_s stays on the line from z_s to the source: the coupled
