@@ -5,7 +5,9 @@
 Each root is one that `bench.latent` (or `make demo`) evaluated, on the same source faces. A
 paired bootstrap over those faces: draw the sources with replacement, compute `bench.latent`'s
 figures on the draw in both roots, and keep the candidate-minus-base difference of the median pose
-error and of the worst PSNR gain over no_move. Prints, for each candidate, the median difference,
+error, of the worst PSNR gain over no_move and of the IQR of the achieved turn at |delta| 20 (an
+interquartile range over 32 faces moves by half a degree between draws: the interval says whether a
+change in it is more than that). Prints, for each candidate, the median difference,
 its 90% interval and how often the candidate came out better. Pairing matters: the faces that are
 hard to turn are hard for every generator, so the difference varies far less than either figure.
 `--base-method B`: the base root's method B against the candidates' M (two methods of one root:
@@ -24,9 +26,10 @@ from bench.latent import yardstick
 PRIMARY = "yaw-cal-colour"   # the demo's evaluate.primary
 
 
-def _figures(metrics, method: str) -> tuple[float, float]:
+def _figures(metrics, method: str) -> tuple[float, float, float]:
     y = yardstick(metrics, method)
-    return y["pose_error_deg_median"], min(y["psnr_gain_db_by_delta"].values())
+    iqr = y["iqr_at_20_deg"]
+    return y["pose_error_deg_median"], min(y["psnr_gain_db_by_delta"].values()), np.nan if iqr is None else iqr
 
 
 def _draw(groups: dict, picks: np.ndarray):
@@ -37,8 +40,9 @@ def _draw(groups: dict, picks: np.ndarray):
 
 
 def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0, base_method: str | None = None) -> dict:
-    """Paired bootstrap of candidate-minus-base pose error (deg) and worst PSNR gain (dB); the base's
-    `base_method` (default `method`) against the candidate's `method`."""
+    """Paired bootstrap of candidate-minus-base pose error (deg), worst PSNR gain (dB) and IQR of the
+    achieved turn at |delta| 20 (deg); the base's `base_method` (default `method`) against the
+    candidate's `method`."""
     if base_method not in (None, method):
         base = base[base.method.isin([base_method, "no_move"])].copy()
         base.loc[base.method == base_method, "method"] = method
@@ -49,12 +53,12 @@ def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0
                          "compare roots made with the same data and --limit")
     rng = np.random.default_rng(seed)
     ours, other = (dict(tuple(m.groupby("source_id"))) for m in (base, candidate))
-    pose, gain = np.empty(n), np.empty(n)
+    diffs = np.empty((n, 3))     # pose, worst gain, IQR at 20: candidate minus base, per draw
     for i in range(n):
         picks = rng.choice(sources, len(sources))
-        (pa, ga), (pb, gb) = _figures(_draw(ours, picks), method), _figures(_draw(other, picks), method)
-        pose[i], gain[i] = pb - pa, gb - ga
-    (p0, g0), (p1, g1) = _figures(base, method), _figures(candidate, method)
+        diffs[i] = np.subtract(_figures(_draw(other, picks), method), _figures(_draw(ours, picks), method))
+    pose, gain, iqr = diffs.T
+    observed = np.subtract(_figures(candidate, method), _figures(base, method))
 
     def summary(d: np.ndarray, observed: float, better: np.ndarray) -> dict:
         lo, hi = np.percentile(d, [5, 95])
@@ -64,8 +68,9 @@ def compare(base, candidate, method: str = PRIMARY, n: int = 1000, seed: int = 0
 
     return {"method": method, **({"base_method": base_method} if base_method not in (None, method) else {}),
             "sources": len(sources), "draws": n,
-            "pose_error_diff_deg": summary(pose, p1 - p0, pose < 0),
-            "worst_psnr_gain_diff_db": summary(gain, g1 - g0, gain > 0)}
+            "pose_error_diff_deg": summary(pose, observed[0], pose < 0),
+            "worst_psnr_gain_diff_db": summary(gain, observed[1], gain > 0),
+            **({"iqr_at_20_diff_deg": summary(iqr, observed[2], iqr < 0)} if np.isfinite(iqr).all() else {})}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

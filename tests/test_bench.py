@@ -156,8 +156,8 @@ def _root_metrics(n_sources: int, error_of, psnr_of) -> "object":
 
 def test_compare_roots_pairs_the_faces():
     """bench.compare_roots: a candidate 2 degrees closer on every face is better in every draw,
-    however much the faces differ among themselves; a root against itself differs by nothing; roots
-    of other faces are refused."""
+    however much the faces differ among themselves; one whose faces turn alike is better on the IQR
+    at 20; a root against itself differs by nothing; roots of other faces are refused."""
     import pandas as pd
 
     from bench.compare_roots import compare
@@ -168,6 +168,10 @@ def test_compare_roots_pairs_the_faces():
     pose, gain = row["pose_error_diff_deg"], row["worst_psnr_gain_diff_db"]
     assert pose["observed"] == -2.0 and pose["interval_90"] == [-2.0, -2.0] and pose["p_candidate_better"] == 1.0
     assert gain["observed"] == -0.5 and gain["p_candidate_better"] == 0.0
+    # Shifted errors spread the same: the IQR of the achieved turn is unchanged.
+    assert row["iqr_at_20_diff_deg"]["observed"] == 0.0
+    alike = compare(base, _root_metrics(12, lambda s, d: 3.0 + s / 2, lambda s, d: 16.0), method="m", n=200)
+    assert alike["iqr_at_20_diff_deg"]["observed"] == -2.75 and alike["iqr_at_20_diff_deg"]["p_candidate_better"] > 0.95
     same = compare(base, base, method="m", n=50)["pose_error_diff_deg"]
     assert same["interval_90"] == [0.0, 0.0] and same["p_candidate_better"] == 0.0
     with pytest.raises(ValueError, match="different faces"):
