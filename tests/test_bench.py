@@ -249,3 +249,32 @@ def test_the_yardstick_counts_colour_faults_at_twenty_degrees_and_beyond():
                                      for r in metrics.itertuples()]
     assert yardstick(metrics, "m")["colour_fault_rate_far"] == 0.5
     assert yardstick(metrics, "no_move")["colour_fault_rate_far"] == 0.0
+
+
+def test_pipeline_curve_places_each_root_by_its_file(tmp_path):
+    """bench.pipeline_curve: each root's point at the step its yaw file records, tuned or not as its
+    render stage ran, with that root's figures; a file without the record is named in the error."""
+    import torch
+
+    from bench import pipeline_curve
+    from headrot.model.checkpoint import save_model
+    from headrot.model.unet import PRESETS, UNet
+
+    torch.manual_seed(0)
+    net = UNet(PRESETS["tiny"])
+    roots = []
+    for name, step, tuned, error in (("a", 100, 50, 3.0), ("b", 200, 0, 1.0)):
+        root = tmp_path / name
+        (root / "report").mkdir(parents=True)
+        _root_metrics(6, lambda s, d: error, lambda s, d: 16.0).to_parquet(root / "report" / "metrics.parquet")
+        (root / "run.json").write_text(json.dumps({"stages": {"render": {"config": {"pivotal_steps": tuned}}}}))
+        save_model(str(root / "checkpoints" / "generator_yaw" / "model.pt"), "generator", net, PRESETS["tiny"],
+                   extra={"yaw_conditioned": {"probe": f"p{name}", "step": step, "weights": "ema"}})
+        roots.append(str(root))
+    figure = tmp_path / "curve.png"
+    points = pipeline_curve.main([*roots, "--method", "m", "--to", str(figure)])
+    assert [(p["step"], p["pivotal_steps"], p["pose_error_deg_median"]) for p in points] == [(100, 50, 3.0), (200, 0, 1.0)]
+    assert figure.stat().st_size > 0 and points[0]["sources"] == 6
+    save_model(str(tmp_path / "a" / "checkpoints" / "generator_yaw" / "model.pt"), "generator", net, PRESETS["tiny"])
+    with pytest.raises(ValueError, match="generator_yaw/model.pt: the file records no training step"):
+        pipeline_curve.point(roots[0], "m")
