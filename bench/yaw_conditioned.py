@@ -4,7 +4,7 @@ a yaw input, then each test face inverted under its own yaw and decoded under th
     python -m bench.yaw_conditioned train NAME [--minutes 13] [--faces 6000]
     python -m bench.yaw_conditioned train NAME --coupled INIT [--minutes 40] [--sources 4000]
                                                [--pairs truth|identity] [--inversions PROBE] [--per-identity 10]
-                                               [--colour-weight W] [--reach 60] [--unrolled U]
+                                               [--colour-weight W] [--reach 60] [--unrolled U [--fresh-inversions]]
     python -m bench.yaw_conditioned judge NAME [--root runs/demo] [--weights net|ema] [--calibrate 3 [--guards]]
                                                [--record DESCRIPTION]
     python -m bench.yaw_conditioned export NAME [--weights net|ema] [--to headrot/assets/demo_generator_yaw.pt]
@@ -287,7 +287,7 @@ def sampled_loss(net, latents, images, yaws, colour_weight: float = 0.0, steps: 
 
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
                   inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
-                  reach: float = 60.0, unrolled: int = 0) -> None:
+                  reach: float = 60.0, unrolled: int = 0, fresh: bool = False) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
     generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
@@ -297,10 +297,15 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     out/model.pt like `train`.
 
     `unrolled` U > 0 adds the `sampled_loss` of U turns a step: z_s drawn whole by the 10-step
-    sampler under y_t against x_t."""
+    sampler under y_t against x_t. `fresh`: those U start from x_s inverted anew by the network
+    being trained (no gradient through the inversion), as the render stage inverts a source, instead
+    of the cached z_s: a network trained thousands of steps to draw the cached latents draws them
+    3.4 dB nearer the truth than the latents it makes itself (bench/NOTES.md, twenty-seventh
+    session)."""
     import torch
 
     from headrot.model.checkpoint import load_model
+    from headrot.model.sampler import ddim_inversion
     from headrot.model.schedule import diffusion_schedule
     from headrot.synth.writer import write_synthetic_celeba
     from headrot.train.steps import EMA, generator_loss
@@ -352,7 +357,12 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
         if unrolled:
             u = torch.randint(len(y_t), (unrolled,), generator=gen)
-            loss = loss + sampled_loss(net, z_s[t_src[u]], x_t[u], y_t[u], colour_weight)
+            z = z_s[t_src[u]]
+            if fresh:
+                with torch.no_grad():
+                    net.yaw = y_s[t_src[u]]
+                    z = ddim_inversion(net, x_s[t_src[u]], 10, net.schedule, 5, 2)   # the render stage's (5, 2)
+            loss = loss + sampled_loss(net, z, x_t[u], y_t[u], colour_weight)
         return loss
 
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
@@ -641,6 +651,9 @@ def main() -> None:
                     help="--coupled --pairs truth: the largest |yaw| a turn is drawn at (default 60; the renderer's limit is 80)")
     ap.add_argument("--unrolled", type=int, default=0, metavar="U",
                     help="--coupled: also U turns a step drawn whole by the 10-step sampler, the loss through every step")
+    ap.add_argument("--fresh-inversions", action="store_true",
+                    help="--unrolled: start each drawn turn from the source inverted by the network in training, "
+                         "as the render stage does, not from the cached pairs' inversions")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
@@ -666,7 +679,7 @@ def main() -> None:
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
-                          args.per_identity, args.colour_weight, args.reach, args.unrolled)
+                          args.per_identity, args.colour_weight, args.reach, args.unrolled, args.fresh_inversions)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":
