@@ -278,3 +278,34 @@ def test_pipeline_curve_places_each_root_by_its_file(tmp_path):
     save_model(str(tmp_path / "a" / "checkpoints" / "generator_yaw" / "model.pt"), "generator", net, PRESETS["tiny"])
     with pytest.raises(ValueError, match="generator_yaw/model.pt: the file records no training step"):
         pipeline_curve.point(roots[0], "m")
+
+
+def test_inversion_gap_is_zero_for_the_networks_own_inversions(tmp_path):
+    """bench.inversion_gap: pairs whose cached latents the checkpoint made itself show no gap (the
+    same latents, the same draws); cached latents from elsewhere do."""
+    import numpy as np
+    import torch
+
+    from bench import inversion_gap
+    from bench.yaw_conditioned import ROOT, conditional
+    from headrot.model.checkpoint import load_model
+    from headrot.model.sampler import ddim_inversion
+
+    base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
+    net = conditional(base).eval()
+    torch.save({"ema": net.state_dict(), "net": net.state_dict(), "step": 7}, tmp_path / "model.pt")
+    rng = np.random.default_rng(0)
+    size = base.config.image_size
+    x_s = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    y_s = np.asarray([-10.0, 0.0, 20.0], np.float32)
+    with torch.inference_mode():
+        net.yaw = torch.from_numpy(y_s)
+        own = ddim_inversion(net, torch.from_numpy(x_s).permute(0, 3, 1, 2).float() / 127.5 - 1, 10, net.schedule, 5, 2)
+    pairs = {"x_s": x_s, "y_s": y_s, "z_s": own.numpy(), "x_t": x_s[[0, 1, 2, 0]],
+             "y_t": np.asarray([0.0, 10.0, 30.0, 5.0], np.float32), "t_src": np.asarray([0, 1, 2, 0])}
+    np.savez(tmp_path / "own.npz", **pairs)
+    row = inversion_gap.gap(tmp_path / "model.pt", "ema", tmp_path / "own.npz", n=4)
+    assert row["step"] == 7 and row["pairs"] == 4 and row["fresh_vs_cached_rel"] < 1e-6
+    assert row["cached_turn_psnr_db"] == row["fresh_turn_psnr_db"]
+    np.savez(tmp_path / "other.npz", **{**pairs, "z_s": rng.standard_normal(own.shape).astype(np.float32)})
+    assert inversion_gap.gap(tmp_path / "model.pt", "ema", tmp_path / "other.npz", n=4)["fresh_vs_cached_rel"] > 0.5
