@@ -285,6 +285,21 @@ def sampled_loss(net, latents, images, yaws, colour_weight: float = 0.0, steps: 
     return err.abs().mean() + colour_weight * torch.nn.functional.avg_pool2d(err, 4).abs().mean()
 
 
+def drawn_from(net, z_s, x_s, y_s, sources, fresh: bool):
+    """The latents the unrolled turns of `sources` start from: the pairs' cached inversions z_s, or
+    (`fresh`) their images x_s inverted anew under y_s by `net` as it is now, as the render stage
+    inverts a source (10 DDIM steps, (5, 2) fixed-point iterations; no gradient through it)."""
+    import torch
+
+    from headrot.model.sampler import ddim_inversion
+
+    if not fresh:
+        return z_s[sources]
+    with torch.no_grad():
+        net.yaw = y_s[sources]
+        return ddim_inversion(net, x_s[sources], 10, net.schedule, 5, 2)
+
+
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
                   inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
                   reach: float = 60.0, unrolled: int = 0, fresh: bool = False) -> None:
@@ -305,7 +320,6 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     import torch
 
     from headrot.model.checkpoint import load_model
-    from headrot.model.sampler import ddim_inversion
     from headrot.model.schedule import diffusion_schedule
     from headrot.synth.writer import write_synthetic_celeba
     from headrot.train.steps import EMA, generator_loss
@@ -357,11 +371,7 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
         if unrolled:
             u = torch.randint(len(y_t), (unrolled,), generator=gen)
-            z = z_s[t_src[u]]
-            if fresh:
-                with torch.no_grad():
-                    net.yaw = y_s[t_src[u]]
-                    z = ddim_inversion(net, x_s[t_src[u]], 10, net.schedule, 5, 2)   # the render stage's (5, 2)
+            z = drawn_from(net, z_s, x_s, y_s, t_src[u], fresh)
             loss = loss + sampled_loss(net, z, x_t[u], y_t[u], colour_weight)
         return loss
 

@@ -365,3 +365,26 @@ def test_the_sampled_loss_is_the_whole_draws_error_and_trains_every_step():
         sampled_loss(net, latents, targets, yaws).backward()
         opt.step()
     assert sampled_loss(net, latents, targets, yaws).item() < 0.9 * loss.item()
+
+
+def test_drawn_turns_start_from_the_cached_or_the_networks_own_inversions():
+    """--fresh-inversions: the unrolled turns start from the sources inverted by the network as it
+    is now (the render stage's inversion), without a gradient through it; otherwise the cache."""
+    from bench.yaw_conditioned import drawn_from
+    from headrot.model.sampler import ddim_inversion
+
+    torch.manual_seed(2)
+    net = conditional(UNet(PRESETS["tiny"]))
+    with torch.no_grad():     # an untrained net's zero output layer answers 0 whatever the yaw
+        for weight in net.parameters():
+            weight.normal_(0, 0.05)
+    x_s, y_s = torch.rand(3, 3, 16, 16) * 2 - 1, torch.tensor([-20.0, 5.0, 40.0])
+    z_s, picked = torch.randn(3, 3, 16, 16), torch.tensor([2, 0])
+    torch.testing.assert_close(drawn_from(net, z_s, x_s, y_s, picked, fresh=False), z_s[picked])
+    fresh = drawn_from(net, z_s, x_s, y_s, picked, fresh=True)
+    assert not fresh.requires_grad
+    with torch.no_grad():
+        net.yaw = y_s[picked]
+        torch.testing.assert_close(fresh, ddim_inversion(net, x_s[picked], 10, net.schedule, 5, 2))
+        net.yaw = y_s[picked].flip(0)
+        assert (fresh - ddim_inversion(net, x_s[picked], 10, net.schedule, 5, 2)).abs().max() > 1e-3
