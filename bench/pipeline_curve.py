@@ -8,7 +8,8 @@ generator: `headrot render --config configs/demo.yaml --root R --data R/data --m
 yaw-cal-colour,no_move` with the file in R/checkpoints/generator_yaw/model.pt, then `headrot
 evaluate --root R` (README, Models). The file's own record (`extra.yaw_conditioned`: probe, step,
 weights, written by `bench.yaw_conditioned export`) places the point; the render stage's recorded
-config says how it was drawn (pivotal tuning on or off), since tuning moves every figure. The
+config says how it was drawn (pivotal tuning and colour guidance on or off), since both move
+every figure. The
 probe judge's curve (`bench.yaw_conditioned curve`, docs/figures/yaw-generator-curve.png) covers
 the steps before the files were judged in the pipeline.
 """
@@ -43,12 +44,14 @@ def point(root: str, method: str = PRIMARY) -> dict:
     metrics = pd.read_parquet(f"{root}/report/metrics.parquet")
     return {"root": root, "probe": extra.get("probe"), "step": int(extra["step"]),
             "weights": extra.get("weights", "net"), "pivotal_steps": int(config.get("pivotal_steps") or 0),
+            # render.colour_guidance_steps, 2 by default (absent from roots older than the option)
+            "colour_guidance_steps": int(config.get("colour_guidance_steps", 2)),
             "sources": int(metrics[metrics.method == method].source_id.nunique()), **yardstick(metrics, method)}
 
 
 def draw(points: list[dict], to: Path, method: str = PRIMARY) -> None:
     """Pose, worst PSNR gain over no_move and colour PSNR at +-20/30 against the step; filled markers
-    for files drawn untuned, hollow for tuned copies."""
+    for files drawn untuned, hollow for tuned copies, red where the colour guidance was off."""
     from headrot.report.plots import _pyplot
 
     plt = _pyplot()
@@ -57,17 +60,18 @@ def draw(points: list[dict], to: Path, method: str = PRIMARY) -> None:
               (lambda p: min(p["psnr_gain_db_by_delta"].values()), "worst PSNR gain over no_move (dB)"),
               (lambda p: p.get("colour_psnr_db_far"), "colour PSNR at +-20/30 (dB)"))
     styles = {"net": ("o", "C0"), "ema": ("s", "C1")}     # marker and colour by the weights exported
+
+    def kind(p: dict) -> tuple:
+        return p["weights"], p["pivotal_steps"] > 0, p["colour_guidance_steps"] > 0
+
     for ax, (value, label) in zip(axes, panels):
-        for tuned in (True, False):
-            for weights in ("net", "ema"):
-                mine = sorted((p for p in points if (p["pivotal_steps"] > 0) == tuned and p["weights"] == weights),
-                              key=lambda p: p["step"])
-                if not mine:
-                    continue
-                marker, colour = styles[weights]
-                ax.plot([p["step"] for p in mine], [value(p) for p in mine], ls="-" if tuned else "--",
-                        marker=marker, color=colour, mfc="none" if tuned else colour,
-                        label=f"{weights} weights, {'tuned per face' if tuned else 'untuned'}")
+        for weights, tuned, guided in sorted({kind(p) for p in points}):
+            mine = sorted((p for p in points if kind(p) == (weights, tuned, guided)), key=lambda p: p["step"])
+            marker, colour = styles.get(weights, ("^", "C2"))
+            ax.plot([p["step"] for p in mine], [value(p) for p in mine], ls="-" if tuned else "--",
+                    marker=marker, color=colour if guided else "C3", mfc="none" if tuned else None,
+                    label=f"{weights} weights, {'tuned per face' if tuned else 'untuned'}"
+                          f"{'' if guided else ', colour guidance off'}")
         ax.set_xlabel("training steps of the file")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     draw(points, Path(args.to), args.method)
     for p in sorted(points, key=lambda p: (p["step"], p["pivotal_steps"])):
         print(json.dumps({k: p.get(k) for k in ("root", "probe", "step", "weights", "pivotal_steps",
-                                                "pose_error_deg_median", "psnr_gain_db_by_delta",
+                                                "colour_guidance_steps", "pose_error_deg_median", "psnr_gain_db_by_delta",
                                                 "colour_psnr_db_far", "iqr_at_20_deg")}))
     return points
 
