@@ -9,9 +9,8 @@ yaw-cal-colour,no_move` with the file in R/checkpoints/generator_yaw/model.pt, t
 evaluate --root R` (README, Models). The file's own record (`extra.yaw_conditioned`: probe, step,
 weights, written by `bench.yaw_conditioned export`) places the point; the render stage's recorded
 config says how it was drawn (pivotal tuning and colour guidance on or off), since both move
-every figure. The
-probe judge's curve (`bench.yaw_conditioned curve`, docs/figures/yaw-generator-curve.png) covers
-the steps before the files were judged in the pipeline.
+every figure. The probe judge's curve (`bench.yaw_conditioned curve`,
+docs/figures/yaw-generator-curve.png) covers the steps before the files were judged in the pipeline.
 """
 from __future__ import annotations
 
