@@ -30,7 +30,8 @@ def gap(checkpoint: Path, weights: str, pairs: Path, n: int = 48, seed: int = 1)
 
     base, _, _ = load_model(str(ROOT / "headrot" / "assets" / "demo_generator.pt"), "generator")
     net = conditional(base)
-    net.load_state_dict(torch.load(checkpoint, weights_only=True)[weights])
+    state = torch.load(checkpoint, weights_only=True)
+    net.load_state_dict(state[weights])
     net.eval()
     p = np.load(pairs)
     pick = np.random.default_rng(seed).choice(len(p["y_t"]), min(n, len(p["y_t"])), replace=False)
@@ -41,7 +42,7 @@ def gap(checkpoint: Path, weights: str, pairs: Path, n: int = 48, seed: int = 1)
 
     y_s, y_t = torch.from_numpy(p["y_s"][src]), torch.from_numpy(p["y_t"][pick])
     cached = torch.from_numpy(p["z_s"][src])
-    out = {"checkpoint": str(checkpoint), "weights": weights, "step": int(torch.load(checkpoint, weights_only=True)["step"]),
+    out = {"checkpoint": str(checkpoint), "weights": weights, "step": int(state["step"]),
            "pairs": len(pick)}
     with torch.inference_mode():
         net.yaw = y_s
