@@ -300,9 +300,23 @@ def drawn_from(net, z_s, x_s, y_s, sources, fresh: bool):
         return ddim_inversion(net, x_s[sources], 10, net.schedule, 5, 2)
 
 
+def unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions: int):
+    """What U unrolled draws aim at, for pair indices `u`: each pair's source (an index into x_s),
+    its turn x_t and the turn's yaw, the first `reconstructions` of them replaced by the source
+    itself under its own yaw. A draw under the source's yaw from its own inversion is the render
+    stage's delta 0 (the embedding PSNR); the turns alone never train it."""
+    import torch
+
+    sources = t_src[u]
+    keep = torch.arange(len(u)) >= reconstructions
+    images = torch.where(keep[:, None, None, None], x_t[u], x_s[sources])
+    return sources, images, torch.where(keep, y_t[u], y_s[sources])
+
+
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
                   inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
-                  reach: float = 60.0, unrolled: int = 0, fresh: bool = False) -> None:
+                  reach: float = 60.0, unrolled: int = 0, fresh: bool = False, reconstructions: int = 0,
+                  plain_weight: float = 1.0) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
     generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
@@ -316,7 +330,9 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     being trained (no gradient through the inversion), as the render stage inverts a source, instead
     of the cached z_s: a network trained thousands of steps to draw the cached latents draws them
     3.4 dB nearer the truth than the latents it makes itself (bench/NOTES.md, twenty-seventh
-    session)."""
+    session). `reconstructions` R of the U draw the source itself under its own yaw
+    (`unrolled_targets`); `plain_weight` weighs the ordinary denoising examples (1: a quarter of the
+    batch's loss beside the coupled three quarters), which keep the network a sampler of fresh noise."""
     import torch
 
     from headrot.model.checkpoint import load_model
@@ -368,11 +384,12 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
         turn = coupled_loss(net, torch.cat([x_t[t], x_s[s]]), torch.cat([eps_s[t_src[t]], eps_s[s]]),
                             torch.cat([y_t[t], y_s[s]]), gen, colour_weight=colour_weight)
         net.yaw = y_all[o]
-        loss = (3 * turn + generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
+        loss = (3 * turn + plain_weight * generator_loss(net, x_all[o], gen, net.schedule, p2_gamma=2.0)) / 4
         if unrolled:
             u = torch.randint(len(y_t), (unrolled,), generator=gen)
-            z = drawn_from(net, z_s, x_s, y_s, t_src[u], fresh)
-            loss = loss + sampled_loss(net, z, x_t[u], y_t[u], colour_weight)
+            picked, targets, target_yaws = unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions)
+            z = drawn_from(net, z_s, x_s, y_s, picked, fresh)
+            loss = loss + sampled_loss(net, z, targets, target_yaws, colour_weight)
         return loss
 
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
@@ -664,6 +681,10 @@ def main() -> None:
     ap.add_argument("--fresh-inversions", action="store_true",
                     help="--unrolled: start each drawn turn from the source inverted by the network in training, "
                          "as the render stage does, not from the cached pairs' inversions")
+    ap.add_argument("--reconstructions", type=int, default=0, metavar="R",
+                    help="--unrolled: R of the U drawn turns are the source itself under its own yaw (delta 0)")
+    ap.add_argument("--plain-weight", type=float, default=1.0,
+                    help="--coupled: weight of the 16 ordinary denoising examples of a batch (default 1: a quarter)")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
     ap.add_argument("--calibrate", type=int, default=0, metavar="ROUNDS",
                     help="judge: also per face calibrated by the root's reader, in ROUNDS decodes")
@@ -689,7 +710,8 @@ def main() -> None:
         if args.coupled:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
-                          args.per_identity, args.colour_weight, args.reach, args.unrolled, args.fresh_inversions)
+                          args.per_identity, args.colour_weight, args.reach, args.unrolled, args.fresh_inversions,
+                          args.reconstructions, args.plain_weight)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":

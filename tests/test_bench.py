@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -309,3 +310,45 @@ def test_inversion_gap_is_zero_for_the_networks_own_inversions(tmp_path):
     assert row["cached_turn_psnr_db"] == row["fresh_turn_psnr_db"]
     np.savez(tmp_path / "other.npz", **{**pairs, "z_s": rng.standard_normal(own.shape).astype(np.float32)})
     assert inversion_gap.gap(tmp_path / "model.pt", "ema", tmp_path / "other.npz", n=4)["fresh_vs_cached_rel"] > 0.5
+
+
+def test_generator_columns_of_a_copy_root_read_its_delta_zero_renders_and_faults(tmp_path):
+    """bench.generator_columns: the embedding PSNR is the method's delta-0 renders against their
+    sources (an exact render: the 1e-10 floor's 148 dB; one off by 16 everywhere: 24.05 dB), the
+    colour faults the method's far renders with novel colours; no judge, no sample FD."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from bench.generator_columns import columns
+
+    root = tmp_path / "copy"
+    (root / "data" / "img_align_celeba").mkdir(parents=True)
+    (root / "report").mkdir()
+    (root / "rotated").mkdir()
+    faces = {"a.jpg": np.full((16, 16, 3), 100, np.uint8), "b.jpg": np.full((16, 16, 3), 60, np.uint8)}
+    for name, face in faces.items():
+        Image.fromarray(face).save(root / "data" / "img_align_celeba" / name, quality=100)
+
+    def png(a):
+        out = io.BytesIO()
+        Image.fromarray(a).save(out, format="PNG")
+        return {"bytes": out.getvalue(), "path": None}
+
+    rows = [("m", 0, "a.jpg", faces["a.jpg"]), ("m", 0, "b.jpg", faces["b.jpg"] + 16),
+            ("m", 20, "a.jpg", faces["a.jpg"] + 99), ("no_move", 0, "a.jpg", faces["a.jpg"] + 99)]
+    pq.write_table(pa.table({"method": [r[0] for r in rows], "delta": [r[1] for r in rows],
+                             "source_id": [r[2] for r in rows], "image": [png(r[3]) for r in rows]}),
+                   root / "rotated" / "part-0.parquet")
+    pd.DataFrame([{"source_id": s, "method": "m", "delta": d, "estimated_yaw": float(d), "pose_error_deg": 0.0,
+                   "psnr_db": 20.0, "identity_top1": 1.0, "novel_colour_share": share}
+                  for s, d, share in (("a.jpg", 0, 0.0), ("a.jpg", 20, 0.2), ("b.jpg", 20, 0.0),
+                                      ("b.jpg", -30, 0.0), ("a.jpg", -30, 0.5))]).to_parquet(root / "report" / "metrics.parquet")
+    (root / "report" / "report.json").write_text(json.dumps({"pose_estimator": {"image_size": 16, "seed": 1}}))
+    got = columns(str(root), "m")
+    assert got["sample_fd"] is None
+    assert got["embedding_psnr_db"] == round((10 * np.log10(255.0 ** 2 / 1e-10) + 10 * np.log10(255.0 ** 2 / 256)) / 2, 2)
+    assert got["colour_fault_rate_far"] == 0.5

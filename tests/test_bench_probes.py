@@ -388,3 +388,21 @@ def test_drawn_turns_start_from_the_cached_or_the_networks_own_inversions():
         torch.testing.assert_close(fresh, ddim_inversion(net, x_s[picked], 10, net.schedule, 5, 2))
         net.yaw = y_s[picked].flip(0)
         assert (fresh - ddim_inversion(net, x_s[picked], 10, net.schedule, 5, 2)).abs().max() > 1e-3
+
+
+def test_unrolled_reconstructions_draw_the_source_under_its_own_yaw():
+    """--reconstructions R: the first R of the unrolled draws aim at their source under the source's
+    yaw (the render stage's delta 0); the rest at their pair's turn under the turn's yaw."""
+    from bench.yaw_conditioned import unrolled_targets
+
+    x_s, y_s = torch.rand(3, 3, 8, 8), torch.tensor([-20.0, 5.0, 40.0])
+    x_t, y_t, t_src = torch.rand(5, 3, 8, 8), torch.tensor([-5.0, 10.0, 25.0, 60.0, 0.0]), torch.tensor([0, 0, 1, 2, 2])
+    u = torch.tensor([3, 1, 2, 4])
+    sources, images, yaws = unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions=2)
+    assert sources.tolist() == [2, 0, 1, 2]
+    torch.testing.assert_close(images[:2], x_s[[2, 0]])
+    torch.testing.assert_close(images[2:], x_t[[2, 4]])
+    assert yaws.tolist() == [40.0, -20.0, 25.0, 0.0]
+    _, images, yaws = unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions=0)
+    torch.testing.assert_close(images, x_t[u])
+    assert yaws.tolist() == y_t[u].tolist()
