@@ -133,10 +133,10 @@ def train(out: Path, minutes: float, faces: int) -> None:
     run_for(minutes, net, ema, opt, ckpt, step, loss_of)
 
 
-def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of) -> None:
+def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of, tensors: dict | None = None) -> None:
     """Optimizer steps on `loss_of(generator)` for `minutes`, the EMA after each, the checkpoint
-    ({net, ema, opt, step}) every 2 minutes and at the end; the draws are seeded by the step, so a
-    resumed run does not repeat its batches."""
+    ({net, ema, opt, step} and the named `tensors`, which the loss may change) every 2 minutes and at
+    the end; the draws are seeded by the step, so a resumed run does not repeat its batches."""
     import torch
 
     gen = torch.Generator().manual_seed(step)
@@ -144,7 +144,8 @@ def run_for(minutes: float, net, ema, opt, ckpt: Path, step: int, loss_of) -> No
     losses = []
 
     def save():
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    **(tensors or {})}, ckpt)
 
     while time.time() - started < minutes * 60:
         loss = loss_of(gen)
@@ -313,10 +314,18 @@ def unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions: int):
     return sources, images, torch.where(keep, y_t[u], y_s[sources])
 
 
+def keep_inversions(z_s, eps_s, x_s, sources, z, a1, s1) -> None:
+    """--refresh-pairs: `sources`' new inversions z replace their cached z_s, in place, and their line
+    noise eps_s with them (z = a1 x_s + s1 eps_s), so the coupled lines of the next steps go through
+    the latents the network makes now."""
+    z_s[sources] = z
+    eps_s[sources] = (z - a1 * x_s[sources]) / s1
+
+
 def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int, pairs_kind: str = "truth",
                   inversions: Path | None = None, per_identity: int = 10, colour_weight: float = 0.0,
                   reach: float = 60.0, unrolled: int = 0, fresh: bool = False, reconstructions: int = 0,
-                  plain_weight: float = 1.0) -> None:
+                  plain_weight: float = 1.0, refresh: bool = False) -> None:
     """Fine-tune a yaw-conditioned checkpoint (runs/probes/INIT/model.pt, its EMA weights; INIT
     "shipped": the demo generator with a zero-initialised yaw embedding; "asset": the shipped yaw
     generator, headrot/assets/demo_generator_yaw.pt) so that the inversion of
@@ -332,7 +341,10 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     3.4 dB nearer the truth than the latents it makes itself (bench/NOTES.md, twenty-seventh
     session). `reconstructions` R of the U draw the source itself under its own yaw
     (`unrolled_targets`); `plain_weight` weighs the ordinary denoising examples (1: a quarter of the
-    batch's loss beside the coupled three quarters), which keep the network a sampler of fresh noise."""
+    batch's loss beside the coupled three quarters), which keep the network a sampler of fresh noise.
+    `refresh` (with `fresh`): each step's fresh inversions replace their sources' cached z_s, and so
+    the noise eps_s the coupled lines are drawn through; the cache follows the network instead of
+    staying the file it started from, and is saved in (and resumed from) the checkpoint."""
     import torch
 
     from headrot.model.checkpoint import load_model
@@ -373,6 +385,9 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
     # the sampler starts at z_s itself, and every coupled line of the head shares eps_s.
     s1, a1 = diffusion_schedule(torch.ones(1), net.schedule)
     eps_s = (z_s - a1 * x_s) / s1
+    if refresh and ckpt.exists() and "z_s" in start:
+        z_s = start["z_s"]
+        eps_s = (z_s - a1 * x_s) / s1
     y_s, y_t, t_src = torch.from_numpy(pairs["y_s"]), torch.from_numpy(pairs["y_t"]), torch.from_numpy(pairs["t_src"])
     images, yaws = load_faces(data, base.config.image_size)
     x_all, y_all = to_x(images), torch.from_numpy(yaws)
@@ -389,10 +404,12 @@ def train_coupled(out: Path, init: str, minutes: float, faces: int, sources: int
             u = torch.randint(len(y_t), (unrolled,), generator=gen)
             picked, targets, target_yaws = unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions)
             z = drawn_from(net, z_s, x_s, y_s, picked, fresh)
+            if refresh:
+                keep_inversions(z_s, eps_s, x_s, picked, z, a1, s1)
             loss = loss + sampled_loss(net, z, targets, target_yaws, colour_weight)
         return loss
 
-    run_for(minutes, net, ema, opt, ckpt, step, loss_of)
+    run_for(minutes, net, ema, opt, ckpt, step, loss_of, {"z_s": z_s} if refresh else None)
 
 
 def judge(out: Path, root: str, weights: str, rounds: int = 0, record: str | None = None, guards: bool = False,
@@ -683,6 +700,9 @@ def main() -> None:
                          "as the render stage does, not from the cached pairs' inversions")
     ap.add_argument("--reconstructions", type=int, default=0, metavar="R",
                     help="--unrolled: R of the U drawn turns are the source itself under its own yaw (delta 0)")
+    ap.add_argument("--refresh-pairs", action="store_true",
+                    help="--fresh-inversions: the fresh inversions also replace their sources' cached ones "
+                         "(the coupled lines' noise); saved in the checkpoint")
     ap.add_argument("--plain-weight", type=float, default=1.0,
                     help="--coupled: weight of the 16 ordinary denoising examples of a batch (default 1: a quarter)")
     ap.add_argument("--inversions", metavar="PROBE", help="--coupled: take the sources' inversions from PROBE's pairs.npz")
@@ -700,6 +720,8 @@ def main() -> None:
     out = ROOT / "runs" / "probes" / args.name
     if args.command != "curve":
         out.mkdir(parents=True, exist_ok=True)
+    if args.refresh_pairs and not args.fresh_inversions:
+        ap.error("--refresh-pairs needs --fresh-inversions (it keeps the inversions those make)")
     if args.command == "train":
         import torch
 
@@ -711,7 +733,7 @@ def main() -> None:
             train_coupled(out, args.coupled, args.minutes, args.faces, args.sources, args.pairs,
                           args.inversions and ROOT / "runs" / "probes" / args.inversions / "pairs.npz",
                           args.per_identity, args.colour_weight, args.reach, args.unrolled, args.fresh_inversions,
-                          args.reconstructions, args.plain_weight)
+                          args.reconstructions, args.plain_weight, args.refresh_pairs)
         else:
             train(out, args.minutes, args.faces)
     elif args.command == "export":

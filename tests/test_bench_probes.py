@@ -406,3 +406,30 @@ def test_unrolled_reconstructions_draw_the_source_under_its_own_yaw():
     _, images, yaws = unrolled_targets(u, t_src, x_t, y_t, x_s, y_s, reconstructions=0)
     torch.testing.assert_close(images, x_t[u])
     assert yaws.tolist() == y_t[u].tolist()
+
+
+def test_refreshed_pairs_keep_the_new_inversions_and_their_line_noise(tmp_path):
+    """--refresh-pairs: the sources' new inversions replace the cached ones in place with the noise
+    of their lines (z = a1 x + s1 eps), the others untouched; run_for saves the cache in the
+    checkpoint, which a resumed run reads back."""
+    from bench.yaw_conditioned import keep_inversions, run_for
+    from headrot.train.steps import EMA
+
+    x_s, z_s = torch.rand(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    a1, s1 = torch.tensor(0.1), torch.tensor(0.99)
+    eps_s = (z_s - a1 * x_s) / s1
+    before_z, before_eps = z_s.clone(), eps_s.clone()
+    z = torch.randn(2, 3, 8, 8)
+    keep_inversions(z_s, eps_s, x_s, torch.tensor([3, 1]), z, a1, s1)
+    torch.testing.assert_close(z_s[[3, 1]], z)
+    torch.testing.assert_close(a1 * x_s[[3, 1]] + s1 * eps_s[[3, 1]], z)
+    torch.testing.assert_close(z_s[[0, 2]], before_z[[0, 2]])
+    torch.testing.assert_close(eps_s[[0, 2]], before_eps[[0, 2]])
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    run_for(0.0, net, EMA(net, 0.9, warmup=False), opt, tmp_path / "model.pt", 7, lambda gen: net.weight.sum(),
+            {"z_s": z_s})
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert saved["step"] == 7
+    torch.testing.assert_close(saved["z_s"], z_s)
