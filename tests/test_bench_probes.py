@@ -433,3 +433,25 @@ def test_refreshed_pairs_keep_the_new_inversions_and_their_line_noise(tmp_path):
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert saved["step"] == 7
     torch.testing.assert_close(saved["z_s"], z_s)
+
+
+def test_the_anchor_is_the_draw_of_fresh_noise_as_the_teacher_draws_it():
+    """--anchor: anchored to a file that draws as the network does (its export), the loss is 0;
+    to another file it is the whole draw's error against that file's draw, and reaches the network."""
+    from bench.yaw_conditioned import anchor_draws
+
+    torch.manual_seed(3)
+    tiny = dataclasses.replace(PRESETS["tiny"], zero_init_output=False)
+    net = conditional(UNet(tiny))
+    torch.nn.init.normal_(net.yaw_in.weight, std=0.1)
+    teacher = UNet(dataclasses.replace(tiny, yaw_harmonics=4))
+    teacher.load_state_dict({k.removeprefix("base."): v for k, v in net.state_dict().items()})
+    noise, yaws = torch.randn(3, 3, 16, 16), torch.tensor([-25.0, 0.0, 35.0])
+    assert anchor_draws(teacher, net, noise, yaws).item() < 1e-5
+    with torch.no_grad():
+        teacher.yaw_in.weight.add_(0.5)
+    loss = anchor_draws(teacher, net, noise, yaws)
+    assert loss.item() > 1e-3
+    loss.backward()
+    assert net.yaw_in.weight.grad.abs().sum() > 0
+    assert all(w.grad is None for w in teacher.parameters())
